@@ -1,0 +1,106 @@
+# Vigil: `make` builds build/vigil; `make test` installs what is missing,
+# builds and runs every test; `make run` starts the node on the embedded
+# default configuration.
+
+BUILD     ?= build
+CC        ?= cc
+CXX       ?= g++
+PYTHON    := /usr/bin/python3
+SANITIZER ?=
+
+PKGS      := libuv sqlite3 inih libcjson
+# Named, not from pkg-config: Debian's dcmtk.pc requires sndfile.pc.
+DCMTK_LIBS := -ldcmseg -ldcmfg -ldcmiod -ldcmsr -ldcmtls -ldcmnet \
+              -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata \
+              -loflog -lofstd
+WARN      := -Wall -Wextra -Wshadow -Wformat=2
+ifeq ($(CI),true)
+WARN      += -Werror
+endif
+ifneq ($(WERROR),)
+WARN      += -Werror
+endif
+
+OPT       ?= -O2 -g
+CPPFLAGS  := -I. -D_GNU_SOURCE
+CFLAGS    := -std=c11 $(OPT) $(WARN) -pthread
+CXXFLAGS  := -std=c++17 $(OPT) $(WARN) -pthread
+LDLIBS    := $(shell pkg-config --libs $(PKGS)) -lhttp_parser \
+             $(DCMTK_LIBS) -lpthread
+
+ifneq ($(SANITIZER),)
+CFLAGS    += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+CXXFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+LDFLAGS   += -fsanitize=$(SANITIZER)
+endif
+
+# Every C source of the daemon but main.c goes into a library that the
+# unit-test runner links too.
+LIB_C     := $(wildcard server/*.c storage/*.c config/*.c inference/*.c)
+LIB_C     := $(filter-out server/main.c,$(LIB_C))
+LIB_CXX   := $(wildcard server/*_shim.cpp inference/*_shim.cpp)
+LIB_OBJ   := $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o)
+TEST_C    := $(wildcard tests/unit/*.c)
+TEST_OBJ  := $(TEST_C:%.c=$(BUILD)/obj/%.o)
+DEPS      := $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/server/main.d
+
+.PHONY: all setup run test unit integration bench format clean
+
+all: $(BUILD)/vigil
+
+$(BUILD)/vigil: $(BUILD)/obj/server/main.o $(BUILD)/libvigil.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libvigil.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/unit-tests: $(TEST_OBJ) $(BUILD)/libvigil.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The test list is every TEST_IMPL(name) in tests/unit, regenerated when a
+# test file changes.
+$(BUILD)/gen/test-list.h: $(TEST_C)
+	@mkdir -p $(dir $@)
+	@sed -n 's/^TEST_IMPL(\([a-z0-9_]*\)).*/TEST_ENTRY(\1)/p' $(TEST_C) > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/obj/tests/unit/runner.o: $(BUILD)/gen/test-list.h
+$(BUILD)/obj/tests/unit/runner.o: CPPFLAGS += -I$(BUILD)/gen
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(DEPS)
+
+setup:
+	@scripts/setup
+
+run: setup
+	$(MAKE) all
+	$(BUILD)/vigil -c config/vigil.conf
+
+unit: $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+
+integration: $(BUILD)/vigil
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: setup
+	$(MAKE) all $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+bench: $(BUILD)/vigil
+	scripts/bench-ingest
+
+format:
+	clang-format -i $(wildcard server/*.[ch] server/*.cpp storage/*.[ch] config/*.[ch] inference/*.[ch] inference/*.cpp tests/unit/*.[ch])
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,92 @@
+/* The DICOM side of the node, over DCMTK: a storage SCP pool (C-ECHO,
+ * C-STORE, one thread per association) and a header reader. Pure C; the
+ * C++ stays in dcm_shim.cpp and no exception crosses this boundary. The
+ * shim decides nothing about AE titles or storage: it asks the callbacks. */
+#ifndef VG_DCM_SHIM_H
+#define VG_DCM_SHIM_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include <stddef.h>
+
+#include "storage/instance.h"
+
+typedef struct vg_scp vg_scp_t;
+
+typedef enum {
+    VG_ASSOC_ACCEPT = 0,
+    VG_ASSOC_REJECT_CALLED_AE,    /* permanent, called AE not recognized */
+    VG_ASSOC_REJECT_CALLING_AE,   /* permanent, calling AE not recognized */
+    VG_ASSOC_REJECT_CONGESTION,   /* transient, temporary congestion */
+} vg_assoc_decision_t;
+
+/* Called from association threads; every function must be thread-safe. */
+typedef struct vg_scp_callbacks {
+    void *ctx;
+    /* Decides on an association request (peer = IP address of the peer). */
+    vg_assoc_decision_t (*check)(void *ctx, const char *calling_ae,
+                                 const char *called_ae, const char *peer);
+    /* An association was acknowledged: returns the per-association
+     * session passed to the calls below (may be NULL on failure, which
+     * makes every C-STORE answer A700). */
+    void *(*begin)(void *ctx, const char *calling_ae, const char *peer);
+    /* The association ended (released, aborted or broken). */
+    void (*end)(void *ctx, void *session);
+    /* Before a C-STORE's dataset is received: 0 to receive it into a temp
+     * file, or a DICOM failure status (e.g. 0xA700) to discard it. */
+    unsigned (*admit)(void *ctx, void *session, char *comment,
+                      size_t commentlen);
+    /* The dataset is in TMP_PATH. META is NULL when it could not be
+     * parsed (PARSE_ERROR says why). Returns the DICOM status to answer
+     * and may fill COMMENT (sent as Error Comment). The callee owns
+     * TMP_PATH from here: it moves or deletes it. */
+    unsigned (*store)(void *ctx, void *session, const char *tmp_path,
+                      const vg_instance_meta_t *meta, const char *parse_error,
+                      const char *affected_sop_uid, char *comment,
+                      size_t commentlen);
+    /* A C-STORE dataset could not be received (network); nothing kept. */
+    void (*receive_failed)(void *ctx, void *session, const char *why);
+    /* A C-ECHO was answered. */
+    void (*echo)(void *ctx);
+    /* The pool refused an association itself (no presentation context). */
+    void (*refused)(void *ctx, const char *calling_ae, const char *peer,
+                    const char *why);
+} vg_scp_callbacks_t;
+
+typedef struct vg_scp_options {
+    const char *ae_title;
+    int port;
+    int max_associations;
+    int acse_timeout;             /* seconds */
+    int dimse_timeout;            /* seconds */
+    const char *tmp_dir;          /* where datasets are received */
+    int verbose;                  /* DCMTK's own log at info level */
+} vg_scp_options_t;
+
+/* Starts the pool on its own thread and returns once the port accepts.
+ * STOPPED(arg) is called from the pool thread when it has finished (after
+ * vg_scp_stop, or on a fatal error). Returns 0, or a negative code with
+ * err filled (e.g. port in use). Only one pool may run per process. */
+int vg_scp_start(const vg_scp_options_t *opt, const vg_scp_callbacks_t *cb,
+                 void (*stopped)(void *arg), void *arg, vg_scp_t **out,
+                 char *err, size_t errlen);
+
+/* Stops accepting; running associations go on until they end. */
+void vg_scp_stop(vg_scp_t *scp);
+
+/* Waits up to TIMEOUT_MS for the pool thread; 0 when it ended (and scp is
+ * freed), VG_EBUSY when associations are still running. */
+int vg_scp_join(vg_scp_t *scp, int timeout_ms);
+
+/* Reads the attributes of the DICOM file at PATH without loading pixel
+ * data. 0 on success; VG_EPARSE with err filled when it is not DICOM. */
+int vg_dcm_read_meta(const char *path, vg_instance_meta_t *meta, char *err,
+                     size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
