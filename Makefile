@@ -2,7 +2,7 @@
 # builds and runs every test; `make run` starts the node on the embedded
 # default configuration.
 
-BUILD     ?= build
+BUILD     ?= $(if $(SANITIZER),build/$(SANITIZER),build)
 CC        ?= cc
 CXX       ?= g++
 PYTHON    := /usr/bin/python3
@@ -28,6 +28,30 @@ CXXFLAGS  := -std=c++17 $(OPT) $(WARN) -pthread
 LDLIBS    := $(shell pkg-config --libs $(PKGS)) -lhttp_parser \
              $(DCMTK_LIBS) -lpthread
 
+# The model runtime: Debian's libtorch by default, another one (a CUDA
+# build) with TORCH_DIR=/path/to/libtorch, none with NO_TORCH=1 or under a
+# sanitizer (libtorch is not built with sanitizers).
+ifneq ($(SANITIZER),)
+NO_TORCH  := 1
+endif
+ifeq ($(NO_TORCH),)
+RUNTIME   := inference/runtime_torch_shim.cpp
+ifeq ($(TORCH_DIR),)
+TORCH_INC := -isystem /usr/include/torch/csrc/api/include
+TORCH_LIB := -ltorch -ltorch_cpu -lc10
+else
+TORCH_INC := -isystem $(TORCH_DIR)/include \
+             -isystem $(TORCH_DIR)/include/torch/csrc/api/include
+TORCH_LIB := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib \
+             -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 \
+             $(if $(wildcard $(TORCH_DIR)/lib/libtorch_cuda.so),-ltorch_cuda -lc10_cuda) \
+             -Wl,--as-needed
+endif
+else
+RUNTIME   := inference/runtime_stub.c
+endif
+LDLIBS    += $(TORCH_LIB)
+
 ifneq ($(SANITIZER),)
 CFLAGS    += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
 CXXFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -37,8 +61,11 @@ endif
 # Every C source of the daemon but main.c goes into a library that the
 # unit-test runner links too.
 LIB_C     := $(wildcard server/*.c storage/*.c config/*.c inference/*.c)
-LIB_C     := $(filter-out server/main.c,$(LIB_C))
+LIB_C     := $(filter-out server/main.c inference/runtime_stub.c,$(LIB_C))
 LIB_CXX   := $(wildcard server/*_shim.cpp inference/*_shim.cpp)
+LIB_CXX   := $(filter-out inference/runtime_torch_shim.cpp,$(LIB_CXX))
+LIB_C     += $(filter %.c,$(RUNTIME))
+LIB_CXX   += $(filter %.cpp,$(RUNTIME))
 LIB_OBJ   := $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o)
 TEST_C    := $(wildcard tests/unit/*.c)
 TEST_OBJ  := $(TEST_C:%.c=$(BUILD)/obj/%.o)
@@ -75,6 +102,8 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/inference/runtime_torch_shim.o: CPPFLAGS += $(TORCH_INC)
 
 -include $(DEPS)
 
