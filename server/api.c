@@ -1,0 +1,580 @@
+/* The node's HTTP routes: /healthz, /metrics (Prometheus text) and the
+ * read-only JSON API under /api/v1. It reads the index through prepared
+ * statements of its own and writes nothing; JSON is built with cJSON. It
+ * knows nothing of sockets: vg_http hands it whole requests. */
+#include "server/api.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/error.h"
+#include "server/log.h"
+#include "server/metrics.h"
+
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+
+enum {
+    Q_BEGIN,
+    Q_COMMIT,
+    Q_STUDIES,
+    Q_STUDY_COUNT,
+    Q_STUDY,
+    Q_SERIES,
+    Q_JOBS,
+    Q_JOB_STATES,
+    Q_SERIES_STATES,
+    Q_COUNT
+};
+
+/* Column order of each SELECT is the order of its field table below. */
+static const char *const q_sql[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN",
+    [Q_COMMIT] = "COMMIT",
+    [Q_STUDIES] = "SELECT s.study_uid, s.patient_id, s.accession, s.study_date,"
+                  " s.study_time, s.description, s.state,"
+                  " (SELECT count(*) FROM series se WHERE se.study_uid = s.study_uid),"
+                  " (SELECT count(*) FROM series se JOIN instances i"
+                  "   ON i.series_uid = se.series_uid WHERE se.study_uid = s.study_uid),"
+                  " s.last_received_ms"
+                  " FROM studies s ORDER BY s.last_received_ms DESC, s.study_uid"
+                  " LIMIT ?1 OFFSET ?2",
+    [Q_STUDY_COUNT] = "SELECT count(*) FROM studies",
+    [Q_STUDY] = "SELECT study_uid, patient_id, accession, study_date, study_time,"
+                " description, state, first_received_ms, last_received_ms,"
+                " completed_ms FROM studies WHERE study_uid = ?1",
+    [Q_SERIES] = "SELECT se.series_uid, se.modality, se.body_part, se.series_number,"
+                 " se.description,"
+                 " (SELECT count(*) FROM instances i WHERE i.series_uid = se.series_uid),"
+                 " se.state, se.route_state, se.route_reason, se.slice_thickness"
+                 " FROM series se WHERE se.study_uid = ?1"
+                 " ORDER BY se.series_number IS NULL, se.series_number, se.series_uid",
+    [Q_JOBS] = "SELECT id, series_uid, study_uid, route, model, version, state,"
+               " attempts, last_error, created_ms, updated_ms FROM jobs"
+               " WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT 1000",
+    [Q_JOB_STATES] = "SELECT state, count(*) FROM jobs GROUP BY state",
+    [Q_SERIES_STATES] = "SELECT state, count(*) FROM series GROUP BY state",
+};
+
+typedef struct {
+    sqlite3_stmt *st[Q_COUNT];
+} api_priv_t;
+
+/* How a column becomes JSON; SQL NULL is JSON null whatever the kind. */
+typedef enum { F_TEXT, F_INT, F_REAL, F_TIME } field_kind_t;
+
+typedef struct {
+    const char *name;
+    field_kind_t kind;
+} field_t;
+
+#define NFIELDS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const field_t study_list_fields[] = {
+    {"study_uid", F_TEXT},     {"patient_id", F_TEXT},  {"accession_number", F_TEXT},
+    {"study_date", F_TEXT},    {"study_time", F_TEXT},  {"description", F_TEXT},
+    {"state", F_TEXT},         {"series_count", F_INT}, {"instance_count", F_INT},
+    {"last_received", F_TIME},
+};
+
+static const field_t study_fields[] = {
+    {"study_uid", F_TEXT},  {"patient_id", F_TEXT},     {"accession_number", F_TEXT},
+    {"study_date", F_TEXT}, {"study_time", F_TEXT},     {"description", F_TEXT},
+    {"state", F_TEXT},      {"received_first", F_TIME}, {"received_last", F_TIME},
+    {"completed", F_TIME},
+};
+
+static const field_t series_fields[] = {
+    {"series_uid", F_TEXT},      {"modality", F_TEXT},    {"body_part", F_TEXT},
+    {"series_number", F_INT},    {"description", F_TEXT}, {"instances", F_INT},
+    {"state", F_TEXT},           {"route_state", F_TEXT}, {"route_reason", F_TEXT},
+    {"slice_thickness", F_REAL},
+};
+
+static const field_t job_fields[] = {
+    {"id", F_INT},       {"series_uid", F_TEXT}, {"study_uid", F_TEXT},
+    {"route", F_TEXT},   {"model", F_TEXT},      {"version", F_INT},
+    {"state", F_TEXT},   {"attempts", F_INT},    {"last_error", F_TEXT},
+    {"created", F_TIME}, {"updated", F_TIME},
+};
+
+static const char *const job_states[] = {"queued", "running", "done", "failed",
+                                         "superseded"};
+static const char *const series_states[] = {"receiving", "complete"};
+#define N_JOB_STATES NFIELDS(job_states)
+#define N_SERIES_STATES NFIELDS(series_states)
+
+/* --- lifetime ----------------------------------------------------------- */
+
+int vg_api_init(vg_api_t *api)
+{
+    api_priv_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    sqlite3 *db = vg_index_db(api->idx);
+    for (int i = 0; i < Q_COUNT; i++) {
+        if (sqlite3_prepare_v3(db, q_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &p->st[i],
+                               NULL) != SQLITE_OK) {
+            vg_log(VG_LOG_ERROR, "api: prepare: %s", sqlite3_errmsg(db));
+            for (int j = 0; j < i; j++)
+                sqlite3_finalize(p->st[j]);
+            free(p);
+            return VG_EDB;
+        }
+    }
+    api->priv = p;
+    return 0;
+}
+
+void vg_api_close(vg_api_t *api)
+{
+    api_priv_t *p = api->priv;
+    if (!p)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(p->st[i]);
+    free(p);
+    api->priv = NULL;
+}
+
+/* --- SQLite rows to JSON ------------------------------------------------ */
+
+static sqlite3_stmt *stmt(vg_api_t *api, int q)
+{
+    api_priv_t *p = api->priv;
+    vg_assert(p != NULL); /* vg_api_init was not called */
+    return p->st[q];
+}
+
+static void stmt_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static int db_error(sqlite3_stmt *st)
+{
+    vg_log(VG_LOG_WARN, "api: query failed: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+    return VG_EDB;
+}
+
+/* Formats wall-clock MS as ISO-8601 UTC with milliseconds. */
+static void iso_time(int64_t ms, char *buf, size_t len)
+{
+    time_t s = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        frac += 1000;
+        s--;
+    }
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03dZ", frac);
+}
+
+static cJSON *column_json(sqlite3_stmt *st, int col, field_kind_t kind)
+{
+    char when[40];
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return cJSON_CreateNull();
+    switch (kind) {
+    case F_INT: return cJSON_CreateNumber((double)sqlite3_column_int64(st, col));
+    case F_REAL: return cJSON_CreateNumber(sqlite3_column_double(st, col));
+    case F_TIME:
+        iso_time(sqlite3_column_int64(st, col), when, sizeof when);
+        return cJSON_CreateString(when);
+    default: {
+        const unsigned char *s = sqlite3_column_text(st, col);
+        return s ? cJSON_CreateString((const char *)s) : NULL;
+    }
+    }
+}
+
+/* The current row of ST as an object named by FIELDS (column i is field
+ * i). Returns NULL when out of memory. */
+static cJSON *row_object(sqlite3_stmt *st, const field_t *fields, int n)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < n; i++) {
+        cJSON *v = column_json(st, i, fields[i].kind);
+        if (!v || !cJSON_AddItemToObject(o, fields[i].name, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* Appends every row of ST (bound by the caller) to ARR, then resets ST. */
+static int rows_to_array(sqlite3_stmt *st, const field_t *fields, int n, cJSON *arr)
+{
+    int rc = arr ? 0 : -ENOMEM, s = SQLITE_DONE;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = row_object(st, fields, n);
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = db_error(st);
+    stmt_done(st);
+    return rc;
+}
+
+/* Fills COUNTS[i] with the rows of ST (state, count) whose state is
+ * NAMES[i]; states not named are ignored. */
+static int count_by_state(sqlite3_stmt *st, const char *const *names, int n,
+                          int64_t *counts)
+{
+    int s;
+    memset(counts, 0, sizeof *counts * (size_t)n);
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 0);
+        for (int i = 0; state && i < n; i++)
+            if (strcmp(state, names[i]) == 0)
+                counts[i] = sqlite3_column_int64(st, 1);
+    }
+    int rc = s == SQLITE_DONE ? 0 : db_error(st);
+    stmt_done(st);
+    return rc;
+}
+
+/* Several reads that must agree (a page and its total) share one read
+ * transaction, unless the connection is already inside one. Returns 1
+ * when a transaction was opened, for read_end. */
+static int read_begin(vg_api_t *api)
+{
+    if (!sqlite3_get_autocommit(vg_index_db(api->idx)))
+        return 0;
+    sqlite3_stmt *st = stmt(api, Q_BEGIN);
+    int ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_reset(st);
+    return ok;
+}
+
+static void read_end(vg_api_t *api, int opened)
+{
+    if (!opened)
+        return;
+    sqlite3_stmt *st = stmt(api, Q_COMMIT);
+    sqlite3_step(st);
+    sqlite3_reset(st);
+}
+
+/* --- replies ------------------------------------------------------------ */
+
+/* Sets R to STATUS with the text of OBJ, which it frees in any case. */
+static int reply_json(vg_http_reply_t *r, int status, cJSON *obj)
+{
+    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!text)
+        return -ENOMEM;
+    r->status = status;
+    r->content_type = "application/json";
+    r->body = text;
+    r->body_len = strlen(text);
+    return 0;
+}
+
+/* {"error": MSG} plus, when KEY is not NULL, KEY: VAL. */
+static int reply_error(vg_http_reply_t *r, int status, const char *msg, const char *key,
+                       const char *val)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!cJSON_AddStringToObject(o, "error", msg) ||
+        (key && !cJSON_AddStringToObject(o, key, val))) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    return reply_json(r, status, o);
+}
+
+/* Reads the non-negative integer NAME of QUERY into *v, capped at MAX;
+ * *v is left alone when NAME is absent. */
+static int query_count(const char *query, const char *name, long long max, long long *v)
+{
+    char buf[32], *end;
+    int rc = vg_http_query_param(query, name, buf, sizeof buf);
+    if (rc == VG_ENOTFOUND)
+        return 0;
+    if (rc < 0 || !isdigit((unsigned char)buf[0]))
+        return -EINVAL;
+    errno = 0;
+    long long x = strtoll(buf, &end, 10);
+    if (*end || errno)
+        return -EINVAL;
+    *v = x > max ? max : x;
+    return 0;
+}
+
+/* --- routes ------------------------------------------------------------- */
+
+typedef int (*route_fn)(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                        vg_http_reply_t *r);
+
+static int get_healthz(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                       vg_http_reply_t *r)
+{
+    (void)req;
+    (void)arg;
+    cJSON *o = cJSON_CreateObject();
+    const char *title = api->ae_title ? api->ae_title : "";
+    if (!cJSON_AddStringToObject(o, "status", api->accepting ? "ok" : "starting") ||
+        !cJSON_AddBoolToObject(o, "accepting", api->accepting != 0) ||
+        !cJSON_AddStringToObject(o, "ae_title", title)) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    return reply_json(r, api->accepting ? 200 : 503, o);
+}
+
+static void metric_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric(FILE *f, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+    metric_head(f, name, type, help);
+    fprintf(f, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void labelled(FILE *f, const char *name, const char *label, const char *value,
+                     uint64_t v)
+{
+    fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)v);
+}
+
+static void write_counters(FILE *f)
+{
+    metric(f, "vigil_associations_accepted_total", "counter",
+           "DICOM associations accepted.", vg_metric_get(assoc_accepted));
+    metric_head(f, "vigil_associations_rejected_total", "counter",
+                "DICOM associations rejected, by reason.");
+    for (int i = 0; i < VG_REJECT_COUNT; i++)
+        labelled(f, "vigil_associations_rejected_total", "reason", vg_reject_label(i),
+                 vg_metric_get(assoc_rejected[i]));
+    metric(f, "vigil_associations_active", "gauge", "DICOM associations open now.",
+           vg_metric_get(assoc_active));
+    metric(f, "vigil_echo_requests_total", "counter", "C-ECHO requests answered.",
+           vg_metric_get(echo_requests));
+    metric(f, "vigil_instances_stored_total", "counter", "Instances stored and indexed.",
+           vg_metric_get(instances_stored));
+    metric(f, "vigil_instances_duplicate_total", "counter",
+           "Instances received again with a known SOP Instance UID.",
+           vg_metric_get(instances_duplicate));
+    metric(f, "vigil_bytes_stored_total", "counter", "Bytes of instance files written.",
+           vg_metric_get(bytes_stored));
+    metric_head(f, "vigil_store_failures_total", "counter",
+                "C-STORE requests answered with a failure, by reason.");
+    for (int i = 0; i < VG_STOREFAIL_COUNT; i++)
+        labelled(f, "vigil_store_failures_total", "reason", vg_storefail_label(i),
+                 vg_metric_get(store_failures[i]));
+}
+
+static int write_index_gauges(vg_api_t *api, FILE *f)
+{
+    int64_t jobs[N_JOB_STATES], series[N_SERIES_STATES];
+    int rc = count_by_state(stmt(api, Q_JOB_STATES), job_states, N_JOB_STATES, jobs);
+    if (rc == 0)
+        rc = count_by_state(stmt(api, Q_SERIES_STATES), series_states, N_SERIES_STATES,
+                            series);
+    if (rc < 0)
+        return rc;
+    metric(f, "vigil_queue_depth", "gauge", "Inference jobs queued or running.",
+           (uint64_t)(jobs[0] + jobs[1]));
+    metric_head(f, "vigil_jobs", "gauge", "Inference jobs by state.");
+    for (int i = 0; i < N_JOB_STATES; i++)
+        labelled(f, "vigil_jobs", "state", job_states[i], (uint64_t)jobs[i]);
+    metric_head(f, "vigil_series", "gauge", "Indexed series by state.");
+    for (int i = 0; i < N_SERIES_STATES; i++)
+        labelled(f, "vigil_series", "state", series_states[i], (uint64_t)series[i]);
+    return 0;
+}
+
+static int get_metrics(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                       vg_http_reply_t *r)
+{
+    (void)req;
+    (void)arg;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return -ENOMEM;
+    write_counters(f);
+    int rc = write_index_gauges(api, f);
+    if (fclose(f) != 0 && rc == 0)
+        rc = -ENOMEM;
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    r->status = 200;
+    r->content_type = "text/plain; version=0.0.4";
+    r->body = buf;
+    r->body_len = len;
+    return 0;
+}
+
+static int study_total(vg_api_t *api, cJSON *root)
+{
+    sqlite3_stmt *st = stmt(api, Q_STUDY_COUNT);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : db_error(st);
+    if (rc == 0 &&
+        !cJSON_AddNumberToObject(root, "total", (double)sqlite3_column_int64(st, 0)))
+        rc = -ENOMEM;
+    stmt_done(st);
+    return rc;
+}
+
+static int get_studies(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                       vg_http_reply_t *r)
+{
+    (void)arg;
+    long long limit = LIST_DEFAULT, offset = 0;
+    if (query_count(req->query, "limit", LIST_MAX, &limit) < 0 ||
+        query_count(req->query, "offset", LLONG_MAX, &offset) < 0)
+        return reply_error(r, 400, "limit and offset must be non-negative integers", NULL,
+                           NULL);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "studies");
+    sqlite3_stmt *st = stmt(api, Q_STUDIES);
+    sqlite3_bind_int64(st, 1, limit);
+    sqlite3_bind_int64(st, 2, offset);
+    int txn = read_begin(api);
+    int rc = rows_to_array(st, study_list_fields, NFIELDS(study_list_fields), arr);
+    if (rc == 0)
+        rc = study_total(api, root);
+    read_end(api, txn);
+    if (rc < 0) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    return reply_json(r, 200, root);
+}
+
+/* The study row of UID as an object in *out, NULL when there is none. */
+static int study_object(vg_api_t *api, const char *uid, cJSON **out)
+{
+    sqlite3_stmt *st = stmt(api, Q_STUDY);
+    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st), rc = 0;
+    *out = NULL;
+    if (s == SQLITE_ROW) {
+        *out = row_object(st, study_fields, NFIELDS(study_fields));
+        rc = *out ? 0 : -ENOMEM;
+    } else if (s != SQLITE_DONE) {
+        rc = db_error(st);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static int get_study(vg_api_t *api, const vg_http_request_t *req, const char *uid,
+                     vg_http_reply_t *r)
+{
+    (void)req;
+    cJSON *study;
+    int txn = read_begin(api);
+    int rc = study_object(api, uid, &study);
+    if (rc == 0 && study) {
+        sqlite3_stmt *st = stmt(api, Q_SERIES);
+        sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+        rc = rows_to_array(st, series_fields, NFIELDS(series_fields),
+                           cJSON_AddArrayToObject(study, "series"));
+    }
+    read_end(api, txn);
+    if (rc < 0) {
+        cJSON_Delete(study);
+        return rc;
+    }
+    if (!study)
+        return reply_error(r, 404, "study not found", "study_uid", uid);
+    return reply_json(r, 200, study);
+}
+
+static int get_jobs(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                    vg_http_reply_t *r)
+{
+    (void)arg;
+    char state[32];
+    int rc = vg_http_query_param(req->query, "state", state, sizeof state);
+    int known = 0;
+    for (int i = 0; rc == 0 && i < N_JOB_STATES; i++)
+        known |= strcmp(state, job_states[i]) == 0;
+    if (rc != VG_ENOTFOUND && !known)
+        return reply_error(r, 400, "unknown job state", NULL, NULL);
+    sqlite3_stmt *st = stmt(api, Q_JOBS);
+    if (known)
+        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    cJSON *root = cJSON_CreateObject();
+    rc = rows_to_array(st, job_fields, NFIELDS(job_fields),
+                       cJSON_AddArrayToObject(root, "jobs"));
+    if (rc < 0) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    return reply_json(r, 200, root);
+}
+
+/* A route whose path ends in '/' takes one more segment as its argument. */
+static const struct route {
+    const char *path;
+    route_fn fn;
+} routes[] = {
+    {"/healthz", get_healthz},        {"/metrics", get_metrics},
+    {"/api/v1/studies", get_studies}, {"/api/v1/studies/", get_study},
+    {"/api/v1/jobs", get_jobs},
+};
+
+static const struct route *route_find(const char *path, const char **arg)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *p = routes[i].path;
+        size_t n = strlen(p);
+        if (p[n - 1] != '/' && strcmp(path, p) == 0)
+            return &routes[i];
+        if (p[n - 1] == '/' && strncmp(path, p, n) == 0 && path[n] &&
+            !strchr(path + n, '/')) {
+            *arg = path + n;
+            return &routes[i];
+        }
+    }
+    return NULL;
+}
+
+void vg_api_handle(void *ctx, const vg_http_request_t *req, vg_http_reply_t *reply)
+{
+    vg_api_t *api = ctx;
+    const char *arg = NULL;
+    const struct route *rt = route_find(req->path, &arg);
+    int rc;
+    if (!rt) {
+        rc = reply_error(reply, 404, "not found", NULL, NULL);
+    } else if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+        rc = reply_error(reply, 405, "method not allowed", NULL, NULL);
+        reply->headers = "Allow: GET, HEAD\r\n";
+    } else {
+        rc = rt->fn(api, req, arg, reply);
+    }
+    if (rc < 0) {
+        vg_log(VG_LOG_WARN, "api: %s %s: %s", req->method, req->path, vg_strerror(rc));
+        rc = reply_error(reply, 500, rc == VG_EDB ? "database error" : "internal error",
+                         NULL, NULL);
+        if (rc < 0)
+            reply->status = 500;
+    }
+}
