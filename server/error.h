@@ -21,7 +21,8 @@ extern "C" {
     X(EDCM, -1010, "DICOM toolkit error")                                \
     X(EMODEL, -1011, "model error")                                      \
     X(EBUSY, -1012, "resource busy")                                     \
-    X(ETOOBIG, -1013, "value too large")
+    X(ETOOBIG, -1013, "value too large")                                 \
+    X(ENOTANALYSABLE, -1014, "series cannot be analysed")
 
 typedef enum {
 #define VG__ERR_ENUM(name, code, text) VG_##name = (code),
