@@ -67,6 +67,7 @@ static const struct enum_val roles[] = {
 
 static const char *check_ae_title(const char *v);
 static const char *check_ip(const char *v);
+static const char *check_ipv4(const char *v);
 static const char *check_host(const char *v);
 static const char *check_name(const char *v);
 static const char *check_modality(const char *v);
@@ -80,6 +81,8 @@ static const char *check_modality(const char *v);
 static const struct key keys[] = {
     {K_NODE, "ae_title", T_STRING, 1, VG_AE_TITLE_MAX, "characters", "VIGIL",
      F_CFG(node.ae_title), NULL, check_ae_title, 0},
+    {K_NODE, "bind", T_STRING, 1, 15, "characters", "0.0.0.0",
+     F_CFG(node.bind), NULL, check_ipv4, 0},
     {K_NODE, "port", T_INT, 1, 65535, "", "11112", F_CFG(node.port), NULL,
      NULL, 0},
     {K_NODE, "max_associations", T_INT, 1, 256, "", "16",
@@ -241,6 +244,14 @@ static const char *check_ip(const char *v)
     if (inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1)
         return NULL;
     return "must be an IPv4 or IPv6 address (e.g. 127.0.0.1, 0.0.0.0, ::)";
+}
+
+static const char *check_ipv4(const char *v)
+{
+    struct in_addr addr;
+    if (inet_pton(AF_INET, v, &addr) == 1)
+        return NULL;
+    return "must be an IPv4 address (e.g. 0.0.0.0 for every interface)";
 }
 
 static const char *check_host(const char *v)

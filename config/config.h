@@ -40,6 +40,7 @@ typedef struct vg_config {
     char path[VG_PATH_MAX];               /* absolute path of the file */
     struct {
         char ae_title[VG_AE_TITLE_MAX + 1];
+        char bind[16];                    /* IPv4 address of the listener */
         int port;
         int max_associations;
         int accept_unknown_sources;       /* bool */

@@ -15,6 +15,10 @@
 #include <dcmtk/oflog/oflog.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -26,6 +30,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <vector>
 
 #include "server/error.h"
 
@@ -110,8 +115,9 @@ class VigilSCP : public DcmThreadSCP {
     virtual void refuseAssociation(const DcmRefuseReasonType reason)
     {
         if (pending_ == VG_ASSOC_ACCEPT || !assoc_) {
-            if (reason == DCMSCP_NO_PRESENTATION_CONTEXTS && g_cb->refused)
-                g_cb->refused(g_cb->ctx, calling_.c_str(), peer_.c_str(),
+            if (reason == DCMSCP_NO_PRESENTATION_CONTEXTS)
+                g_cb->refused(g_cb->ctx, VG_REFUSED_NO_CONTEXT, calling_.c_str(), called_.c_str(),
+                              peer_.c_str(),
                               "no acceptable presentation context");
             DcmThreadSCP::refuseAssociation(reason);
             return;
@@ -214,14 +220,232 @@ class VigilSCP : public DcmThreadSCP {
     OFString calling_, called_, peer_;
 };
 
-typedef DcmSCPPool<VigilSCP> Pool;
+/* The listener. DCMTK's own pool reads each A-ASSOCIATE-RQ in its single
+ * listening thread, so one silent connection would hold up every other
+ * sender for the ACSE timeout, and it binds every interface. This pool
+ * owns its listening socket (bound to the configured address), keeps new
+ * connections aside until their A-ASSOCIATE-RQ has fully arrived, and only
+ * then lets DCMTK read it, which no longer blocks. */
+class VigilPoolBase : public DcmBaseSCPPool {
+  public:
+    VigilPoolBase() : listen_fd_(-1), acse_timeout_(30), stop_(false)
+    {
+        wake_[0] = wake_[1] = -1;
+    }
+
+    int open_listener(const char *bind_addr, int port, char *err, size_t errlen);
+    void request_stop();
+    virtual OFCondition listen();
+    void close_fds();
+
+  private:
+    struct Pending {
+        int fd;
+        time_t deadline;
+        char peer[64];
+    };
+    void accept_new(std::vector<Pending> &pending);
+    int pdu_ready(const Pending &p);
+    void hand_over(T_ASC_Network *net, const Pending &p, const DcmSharedSCPConfig &shared);
+
+  public:
+    int listen_fd_;
+    int wake_[2];
+    int acse_timeout_;
+    std::atomic<bool> stop_;
+};
+
+typedef DcmSCPPool<VigilSCP, VigilPoolBase> Pool;
+
+/* The most pending connections kept waiting for their first PDU. */
+const size_t max_pending = 256;
+
+int VigilPoolBase::open_listener(const char *bind_addr, int port, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "DICOM bind address %s is not an IPv4 address", bind_addr);
+        return -EINVAL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, reinterpret_cast<struct sockaddr *>(&sa), sizeof sa) < 0 ||
+        ::listen(fd, 128) < 0 || pipe2(wake_, O_CLOEXEC | O_NONBLOCK) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "DICOM listener on %s:%d: %s", bind_addr, port, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    listen_fd_ = fd;
+    return 0;
+}
+
+void VigilPoolBase::request_stop()
+{
+    stop_ = true;
+    if (wake_[1] >= 0 && write(wake_[1], "x", 1) < 0) {
+        /* The pipe is full: the listener is awake anyway. */
+    }
+}
+
+void VigilPoolBase::close_fds()
+{
+    for (int *fd : {&listen_fd_, &wake_[0], &wake_[1]})
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+}
+
+void VigilPoolBase::accept_new(std::vector<Pending> &pending)
+{
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        int fd = accept4(listen_fd_, reinterpret_cast<struct sockaddr *>(&from), &len,
+                         SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        Pending p;
+        p.fd = fd;
+        p.deadline = time(NULL) + acse_timeout_;
+        inet_ntop(AF_INET, &from.sin_addr, p.peer, sizeof p.peer);
+        if (pending.size() >= max_pending) {
+            g_cb->refused(g_cb->ctx, VG_REFUSED_TOO_MANY, "", "", p.peer,
+                          "too many connections waiting to associate");
+            close(fd);
+            continue;
+        }
+        /* Debian's DCMTK leaves Nagle's algorithm on; we never want it. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        pending.push_back(p);
+    }
+}
+
+/* 1 when P's whole A-ASSOCIATE-RQ PDU is buffered, 0 when more is to come,
+ * -1 when the connection must go (closed, or not an association request). */
+int VigilPoolBase::pdu_ready(const Pending &p)
+{
+    unsigned char h[6];
+    ssize_t n = recv(p.fd, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        return -1;
+    if (n < 0)
+        return 0;
+    if (h[0] != 0x01) {
+        g_cb->refused(g_cb->ctx, VG_REFUSED_PROTOCOL, "", "", p.peer,
+                      "first PDU is not an association request");
+        return -1;
+    }
+    if (n < 6)
+        return 0;
+    uint32_t len = (uint32_t)h[2] << 24 | (uint32_t)h[3] << 16 | (uint32_t)h[4] << 8 | h[5];
+    if (len > dcmAssociatePDUSizeLimit.get()) {
+        g_cb->refused(g_cb->ctx, VG_REFUSED_PROTOCOL, "", "", p.peer,
+                      "association request too large");
+        return -1;
+    }
+    int avail = 0;
+    if (ioctl(p.fd, FIONREAD, &avail) < 0)
+        return -1;
+    return (uint32_t)avail >= len + 6 ? 1 : 0;
+}
+
+void VigilPoolBase::hand_over(T_ASC_Network *net, const Pending &p,
+                              const DcmSharedSCPConfig &shared)
+{
+    /* DCMTK takes an already connected socket through this global; only
+     * this thread sets it, and the request is already buffered, so the
+     * read below returns at once. */
+    dcmExternalSocketHandle.set(p.fd);
+    T_ASC_Association *assoc = NULL;
+    OFCondition c = ASC_receiveAssociation(net, &assoc, getConfig().getMaxReceivePDULength(),
+                                           NULL, NULL, OFFalse, DUL_NOBLOCK, acse_timeout_);
+    dcmExternalSocketHandle.set(-1);
+    if (c.bad()) {
+        g_cb->refused(g_cb->ctx, VG_REFUSED_PROTOCOL, "", "", p.peer, c.text());
+        if (assoc) {
+            ASC_dropAssociation(assoc);
+            ASC_destroyAssociation(&assoc);
+        } else {
+            close(p.fd);
+        }
+        return;
+    }
+    c = runAssociation(assoc, shared);
+    if (c.bad()) {
+        g_cb->refused(g_cb->ctx, VG_REFUSED_TOO_MANY, assoc->params->DULparams.callingAPTitle,
+                      assoc->params->DULparams.calledAPTitle, p.peer, c == NET_EC_SCPBusy ? "max_associations reached" : c.text());
+        rejectAssociation(assoc, c == NET_EC_SCPBusy ? ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED
+                                                     : ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+        dropAndDestroyAssociation(assoc);
+    }
+}
+
+OFCondition VigilPoolBase::listen()
+{
+    DcmSharedSCPConfig shared(getConfig());
+    T_ASC_Network *net = NULL;
+    /* With an external socket set, DCMTK creates no listening socket of
+     * its own. */
+    dcmExternalSocketHandle.set(listen_fd_);
+    OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, (int)getConfig().getPort(),
+                                          acse_timeout_, &net);
+    dcmExternalSocketHandle.set(-1);
+    if (c.bad())
+        return c;
+    std::vector<Pending> pending;
+    std::vector<struct pollfd> fds;
+    while (!stop_) {
+        fds.clear();
+        fds.push_back({listen_fd_, POLLIN, 0});
+        fds.push_back({wake_[0], POLLIN, 0});
+        for (const Pending &p : pending)
+            fds.push_back({p.fd, POLLIN, 0});
+        if (poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR)
+            break;
+        time_t now = time(NULL);
+        std::vector<Pending> waiting;
+        for (size_t i = 0; i < pending.size(); i++) {
+            int ready = fds[i + 2].revents ? pdu_ready(pending[i]) : 0;
+            if (ready > 0) {
+                hand_over(net, pending[i], shared);
+            } else if (ready < 0 || now >= pending[i].deadline) {
+                if (ready == 0)
+                    g_cb->refused(g_cb->ctx, VG_REFUSED_PROTOCOL, "", "", pending[i].peer,
+                                  "no association request within acse_timeout");
+                close(pending[i].fd);
+            } else {
+                waiting.push_back(pending[i]);
+            }
+        }
+        pending.swap(waiting);
+        if (fds[0].revents)
+            accept_new(pending);
+    }
+    for (const Pending &p : pending)
+        close(p.fd);
+    /* Running associations finish on their own threads, which free
+     * themselves; the caller bounds how long it waits. */
+    while (numThreads(OFTrue) > 0) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ASC_dropNetwork(&net);
+    return EC_Normal;
+}
 
 } // namespace
 
 struct vg_scp {
     Pool pool;
     pthread_t thread;
-    int port;
     std::atomic<int> done;
     OFCondition result;
     void (*stopped)(void *);
@@ -247,25 +471,6 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-/* 1 when something listens on PORT (our bind fails with EADDRINUSE). */
-static int port_taken(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<uint16_t>(port));
-    sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    int taken = bind(fd, reinterpret_cast<struct sockaddr *>(&sa), sizeof sa) < 0 &&
-                errno == EADDRINUSE;
-    close(fd);
-    return taken;
-}
-
 static void configure(DcmSCPConfig &cfg, const vg_scp_options_t *opt)
 {
     OFList<OFString> ts;
@@ -280,9 +485,6 @@ static void configure(DcmSCPConfig &cfg, const vg_scp_options_t *opt)
     cfg.setAETitle(opt->ae_title);
     cfg.setPort(static_cast<Uint16>(opt->port));
     cfg.setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
-    /* A 1 s accept timeout lets the listener notice a stop request. */
-    cfg.setConnectionBlockingMode(DUL_NOBLOCK);
-    cfg.setConnectionTimeout(1);
     cfg.setACSETimeout(static_cast<Uint32>(opt->acse_timeout));
     cfg.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
     cfg.setDIMSETimeout(static_cast<Uint32>(opt->dimse_timeout));
@@ -294,6 +496,7 @@ extern "C" int vg_scp_start(const vg_scp_options_t *opt, const vg_scp_callbacks_
                             char *err, size_t errlen)
 {
     *out = NULL;
+    vg_scp *scp = NULL;
     try {
         if (g_cb) {
             snprintf(err, errlen, "a DICOM listener is already running");
@@ -304,16 +507,15 @@ extern "C" int vg_scp_start(const vg_scp_options_t *opt, const vg_scp_callbacks_
         dcmDisableGethostbyaddr.set(OFTrue);
         OFLog::configure(opt->verbose ? OFLogger::INFO_LOG_LEVEL
                                       : OFLogger::WARN_LOG_LEVEL);
+        /* Reading headers stops at Pixel Data on purpose; dcmdata would
+         * warn about that for every instance. */
+        if (!opt->verbose)
+            OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::ERROR_LOG_LEVEL);
         if (!dcmDataDict.isDictionaryLoaded()) {
             snprintf(err, errlen, "DICOM data dictionary not loaded (DCMDICTPATH?)");
             return VG_EDCM;
         }
-        if (port_taken(opt->port)) {
-            snprintf(err, errlen, "DICOM port %d is already in use", opt->port);
-            return -EADDRINUSE;
-        }
-        vg_scp *scp = new vg_scp();
-        scp->port = opt->port;
+        scp = new vg_scp();
         scp->done = 0;
         scp->stopped = stopped;
         scp->stopped_arg = arg;
@@ -321,30 +523,27 @@ extern "C" int vg_scp_start(const vg_scp_options_t *opt, const vg_scp_callbacks_
         pthread_cond_init(&scp->cond, NULL);
         configure(scp->pool.getConfig(), opt);
         scp->pool.setMaxThreads(static_cast<Uint16>(opt->max_associations));
+        scp->pool.acse_timeout_ = opt->acse_timeout;
+        int rc = scp->pool.open_listener(opt->bind ? opt->bind : "0.0.0.0", opt->port, err,
+                                         errlen);
+        if (rc < 0) {
+            delete scp;
+            return rc;
+        }
         g_cb = cb;
         g_tmp_dir = opt->tmp_dir;
         if (pthread_create(&scp->thread, NULL, pool_main, scp) != 0) {
             snprintf(err, errlen, "cannot start the DICOM listener thread");
             g_cb = NULL;
+            scp->pool.close_fds();
             delete scp;
             return VG_EDCM;
         }
-        for (int i = 0; i < 500 && !scp->done; i++) {
-            if (port_taken(opt->port)) {
-                *out = scp;
-                return 0;
-            }
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        pthread_join(scp->thread, NULL);
-        snprintf(err, errlen, "DICOM listener on port %d did not start: %s", opt->port,
-                 scp->result.bad() ? scp->result.text() : "timed out");
-        g_cb = NULL;
-        delete scp;
-        return VG_EDCM;
+        *out = scp;
+        return 0;
     } catch (...) {
         snprintf(err, errlen, "unexpected DCMTK exception while starting");
+        delete scp;
         return VG_EDCM;
     }
 }
@@ -353,7 +552,7 @@ extern "C" void vg_scp_stop(vg_scp_t *scp)
 {
     try {
         if (scp)
-            scp->pool.stopAfterCurrentAssociations();
+            scp->pool.request_stop();
     } catch (...) {
     }
 }
@@ -380,6 +579,7 @@ extern "C" int vg_scp_join(vg_scp_t *scp, int timeout_ms)
         return VG_EBUSY;
     pthread_join(scp->thread, NULL);
     try {
+        scp->pool.close_fds();
         delete scp;
     } catch (...) {
     }
@@ -439,8 +639,11 @@ extern "C" int vg_dcm_read_meta(const char *path, vg_instance_meta_t *m, char *e
     m->frames = 1;
     try {
         DcmFileFormat ff;
-        /* Values longer than 1 KiB (pixel data) stay on disk. */
-        OFCondition c = ff.loadFile(path, EXS_Unknown, EGL_noChange, 1024, ERM_autoDetect);
+        /* Parsing stops at Pixel Data: the header is all the index needs,
+         * and scanning past half a megabyte per slice costs more than the
+         * rest of the header together. */
+        OFCondition c = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, 1024,
+                                            ERM_autoDetect, DCM_PixelData);
         if (c.bad()) {
             snprintf(err, errlen, "%s", c.text());
             return VG_EPARSE;

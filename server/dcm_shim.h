@@ -22,6 +22,13 @@ typedef enum {
     VG_ASSOC_REJECT_CONGESTION,   /* transient, temporary congestion */
 } vg_assoc_decision_t;
 
+/* Why the listener itself turned a connection away. */
+typedef enum {
+    VG_REFUSED_NO_CONTEXT,        /* no acceptable presentation context */
+    VG_REFUSED_TOO_MANY,          /* max_associations reached */
+    VG_REFUSED_PROTOCOL,          /* no, late or malformed A-ASSOCIATE-RQ */
+} vg_refusal_t;
+
 /* Called from association threads; every function must be thread-safe. */
 typedef struct vg_scp_callbacks {
     void *ctx;
@@ -50,13 +57,14 @@ typedef struct vg_scp_callbacks {
     void (*receive_failed)(void *ctx, void *session, const char *why);
     /* A C-ECHO was answered. */
     void (*echo)(void *ctx);
-    /* The pool refused an association itself (no presentation context). */
-    void (*refused)(void *ctx, const char *calling_ae, const char *peer,
-                    const char *why);
+    /* The listener turned a connection away itself; DETAIL says how. */
+    void (*refused)(void *ctx, vg_refusal_t why, const char *calling_ae,
+                    const char *called_ae, const char *peer, const char *detail);
 } vg_scp_callbacks_t;
 
 typedef struct vg_scp_options {
     const char *ae_title;
+    const char *bind;             /* IPv4 address to listen on */
     int port;
     int max_associations;
     int acse_timeout;             /* seconds */
@@ -65,7 +73,8 @@ typedef struct vg_scp_options {
     int verbose;                  /* DCMTK's own log at info level */
 } vg_scp_options_t;
 
-/* Starts the pool on its own thread and returns once the port accepts.
+/* Binds the listening socket, then starts the pool on its own thread;
+ * the port accepts connections when this returns 0.
  * STOPPED(arg) is called from the pool thread when it has finished (after
  * vg_scp_stop, or on a fatal error). Returns 0, or a negative code with
  * err filled (e.g. port in use). Only one pool may run per process. */

@@ -198,7 +198,7 @@ static int start_network(node_t *n)
     static char tmp_dir[VG_PATH_MAX + 8];
     snprintf(tmp_dir, sizeof tmp_dir, "%s/tmp", c->storage.dir);
     vg_scp_options_t opt = {
-        .ae_title = c->node.ae_title, .port = c->node.port,
+        .ae_title = c->node.ae_title, .bind = c->node.bind, .port = c->node.port,
         .max_associations = c->node.max_associations,
         .acse_timeout = c->node.acse_timeout, .dimse_timeout = c->node.dimse_timeout,
         .tmp_dir = tmp_dir, .verbose = c->node.log_level >= VG_LOG_DEBUG,

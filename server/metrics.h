@@ -13,7 +13,8 @@
     X(CALLING_HOST, "calling_host")                                      \
     X(DISK_LOW, "disk_low")                                              \
     X(TOO_MANY, "too_many_associations")                                 \
-    X(NO_CONTEXT, "no_presentation_context")
+    X(NO_CONTEXT, "no_presentation_context")                             \
+    X(PROTOCOL, "protocol")
 
 typedef enum {
 #define VG__REJ_ENUM(name, label) VG_REJECT_##name,

@@ -146,6 +146,8 @@ static void *on_begin(void *ctx, const char *calling, const char *peer)
         free(s);
         return NULL;
     }
+    /* The file, not the row, is the durable record: see vg_index_set_full_sync. */
+    vg_index_set_full_sync(s->idx, 0);
     snprintf(s->calling, sizeof s->calling, "%s", calling);
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     vg_metric_add(assoc_accepted, 1);
@@ -261,6 +263,7 @@ static unsigned on_store(void *ctx, void *session, const char *tmp,
         return STATUS_OUT_OF_RESOURCES;
     }
     if (found) {
+        vg_metric_add(instances_duplicate, 1);
         if (strcmp(old, rel) != 0) {
             char oldabs[2 * VG_PATH_MAX];
             snprintf(oldabs, sizeof oldabs, "%s/%s", r->dir, old);
@@ -292,12 +295,16 @@ static void on_echo(void *ctx)
     vg_metric_add(echo_requests, 1);
 }
 
-static void on_refused(void *ctx, const char *calling, const char *peer, const char *why)
+static void on_refused(void *ctx, vg_refusal_t why, const char *calling, const char *called,
+                       const char *peer, const char *detail)
 {
     (void)ctx;
-    vg_metric_add(assoc_rejected[VG_REJECT_NO_CONTEXT], 1);
-    vg_log(VG_LOG_WARN, "association rejected (%s): calling AE '%s', peer %s", why,
-           calling, peer);
+    vg_reject_t label = why == VG_REFUSED_TOO_MANY   ? VG_REJECT_TOO_MANY
+                        : why == VG_REFUSED_PROTOCOL ? VG_REJECT_PROTOCOL
+                                                     : VG_REJECT_NO_CONTEXT;
+    vg_metric_add(assoc_rejected[label], 1);
+    vg_log(VG_LOG_WARN, "association rejected (%s): calling AE '%s', called AE '%s', peer %s",
+           detail, calling, called, peer);
 }
 
 int vg_receiver_create(const vg_config_t *cfg, void (*stored)(void *), void *arg,

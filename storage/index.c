@@ -253,6 +253,13 @@ void vg_index_close(vg_index_t *idx)
     free(idx);
 }
 
+int vg_index_set_full_sync(vg_index_t *idx, int full)
+{
+    char err[128];
+    return exec_simple(idx->db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                       err, sizeof err);
+}
+
 sqlite3 *vg_index_db(vg_index_t *idx)
 {
     return idx->db;

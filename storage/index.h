@@ -21,6 +21,13 @@ int vg_index_open(const char *path, vg_index_t **out, char *err,
                   size_t errlen);
 void vg_index_close(vg_index_t *idx);
 
+/* Commit durability of this connection. FULL (the default) fsyncs the WAL
+ * at every commit. NORMAL does not: a commit survives a crash of the
+ * process but may be lost on power failure. The store path uses NORMAL
+ * because the instance file is fsynced before its row is written, and a
+ * start after an unclean stop indexes any file without a row. */
+int vg_index_set_full_sync(vg_index_t *idx, int full);
+
 /* 1 if SOP_UID is indexed (its path relative to the data directory is
  * copied into path when path is not NULL), 0 if not, <0 on error. */
 int vg_index_find_instance(vg_index_t *idx, const char *sop_uid,

@@ -7,12 +7,15 @@
 #include <stdint.h>
 
 #define VG_UID_MAX 64
+/* UID buffers hold up to 128 characters, so that an over-long UID arrives
+ * whole at validation and is refused, rather than cut to 64 and stored. */
+#define VG_UID_BUF 129
 
 typedef struct vg_instance_meta {
-    char sop_class_uid[VG_UID_MAX + 1];
-    char sop_instance_uid[VG_UID_MAX + 1];
-    char study_uid[VG_UID_MAX + 1];
-    char series_uid[VG_UID_MAX + 1];
+    char sop_class_uid[VG_UID_BUF];
+    char sop_instance_uid[VG_UID_BUF];
+    char study_uid[VG_UID_BUF];
+    char series_uid[VG_UID_BUF];
     char transfer_syntax[VG_UID_MAX + 1];
     char patient_id[65];
     char accession[17];

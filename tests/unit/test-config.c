@@ -669,6 +669,7 @@ TEST_IMPL(config_print_keys)
     buf[n] = '\0';
     ASSERT_STR_CONTAINS(buf, "node ae_title string VIGIL\n");
     ASSERT_STR_CONTAINS(buf, "node port int 11112\n");
+    ASSERT_STR_CONTAINS(buf, "node bind string 0.0.0.0\n");
     ASSERT_STR_CONTAINS(buf, "node accept_unknown_sources bool no\n");
     ASSERT_STR_CONTAINS(buf, "node log_level enum info\n");
     ASSERT_STR_CONTAINS(buf, "storage dir path var\n");
@@ -682,7 +683,7 @@ TEST_IMPL(config_print_keys)
     int lines = 0;
     for (const char *s = buf; *s; s++)
         lines += *s == '\n';
-    ASSERT_EQ(lines, 24);
+    ASSERT_EQ(lines, 25);
     return 0;
 }
 
