@@ -82,10 +82,7 @@ const char *const transfer_syntaxes[] = {
 
 class VigilSCP : public DcmThreadSCP {
   public:
-    VigilSCP() : assoc_(NULL), session_(NULL), pending_(VG_ASSOC_ACCEPT), receiving_(NULL),
-                 writeback_fd_(-1)
-    {
-    }
+    VigilSCP() : assoc_(NULL), session_(NULL), pending_(VG_ASSOC_ACCEPT), receiving_(NULL) {}
 
     /* The association is captured here because DcmSCP keeps its own
      * pointer private and a rejection with our own reason needs it. */
@@ -151,17 +148,13 @@ class VigilSCP : public DcmThreadSCP {
         session_ = g_cb->begin(g_cb->ctx, calling_.c_str(), peer_.c_str());
     }
 
-    /* While a dataset streams into its temp file, start the kernel's
-     * write-back of what has arrived, so the fsync before the answer
-     * waits only for the tail: it costs a fraction of a full flush. */
+    /* While a dataset streams into its temp file, the policy side may
+     * start flushing it, so the fsync before the answer waits only for
+     * the tail. */
     virtual void notifyRECEIVEProgress(const unsigned long)
     {
-        if (!receiving_)
-            return;
-        if (writeback_fd_ < 0)
-            writeback_fd_ = open(receiving_, O_RDONLY | O_CLOEXEC);
-        if (writeback_fd_ >= 0)
-            sync_file_range(writeback_fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+        if (receiving_)
+            g_cb->progress(g_cb->ctx, session_, receiving_);
     }
 
     virtual OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
@@ -200,15 +193,12 @@ class VigilSCP : public DcmThreadSCP {
         receiving_ = tmp;
         OFCondition c = receiveSTORERequest(req, pres, OFString(tmp));
         receiving_ = NULL;
-        if (writeback_fd_ >= 0) {
-            close(writeback_fd_);
-            writeback_fd_ = -1;
-        }
         if (c.bad()) {
             unlink(tmp);
             g_cb->receive_failed(g_cb->ctx, session_, c.text());
             return c;
         }
+        g_cb->received(g_cb->ctx, session_, tmp);
         vg_instance_meta_t meta;
         char perr[256] = "";
         int rc = vg_dcm_read_meta(tmp, &meta, perr, sizeof perr);
@@ -240,7 +230,6 @@ class VigilSCP : public DcmThreadSCP {
     void *session_;
     vg_assoc_decision_t pending_;
     const char *receiving_;       /* temp file being received, or NULL */
-    int writeback_fd_;            /* that file, opened for sync_file_range */
     OFString calling_, called_, peer_;
 };
 

@@ -45,6 +45,11 @@ typedef struct vg_scp_callbacks {
      * file, or a DICOM failure status (e.g. 0xA700) to discard it. */
     unsigned (*admit)(void *ctx, void *session, char *comment,
                       size_t commentlen);
+    /* More of a dataset has been written to TMP_PATH (called often). */
+    void (*progress)(void *ctx, void *session, const char *tmp_path);
+    /* The dataset has fully arrived in TMP_PATH; its header is about to be
+     * read (the callee may start flushing the file meanwhile). */
+    void (*received)(void *ctx, void *session, const char *tmp_path);
     /* The dataset is in TMP_PATH. META is NULL when it could not be
      * parsed (PARSE_ERROR says why). Returns the DICOM status to answer
      * and may fill COMMENT (sent as Error Comment). The callee owns

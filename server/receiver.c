@@ -21,6 +21,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "storage/store.h"
+#include "storage/syncer.h"
 
 #define STATUS_OUT_OF_RESOURCES 0xA700u
 #define STATUS_CANNOT_UNDERSTAND 0xC000u
@@ -43,6 +44,7 @@ struct vg_receiver {
 
 typedef struct session {
     vg_index_t *idx;                 /* this association's connection */
+    vg_syncer_t *syncer;             /* fsyncs while we read and index */
     char calling[VG_AE_TITLE_MAX + 1];
     char peer[64];
     int stored;
@@ -146,6 +148,12 @@ static void *on_begin(void *ctx, const char *calling, const char *peer)
         free(s);
         return NULL;
     }
+    if (vg_syncer_create(&s->syncer) < 0) {
+        vg_log(VG_LOG_ERROR, "association from %s: cannot start its fsync thread", peer);
+        vg_index_close(s->idx);
+        free(s);
+        return NULL;
+    }
     /* The file, not the row, is the durable record: see vg_index_set_full_sync. */
     vg_index_set_full_sync(s->idx, 0);
     snprintf(s->calling, sizeof s->calling, "%s", calling);
@@ -162,9 +170,22 @@ static void on_end(void *ctx, void *session)
     session_t *s = session;
     vg_log(VG_LOG_INFO, "association ended: calling AE '%s', peer %s, %d stored",
            s->calling, s->peer, s->stored);
+    vg_syncer_destroy(s->syncer);
     vg_index_close(s->idx);
     free(s);
     atomic_fetch_sub_explicit(&vg_metrics.assoc_active, 1, memory_order_relaxed);
+}
+
+static void on_progress(void *ctx, void *session, const char *tmp)
+{
+    (void)ctx;
+    vg_syncer_writeback(((session_t *)session)->syncer, tmp);
+}
+
+static void on_received(void *ctx, void *session, const char *tmp)
+{
+    (void)ctx;
+    vg_syncer_start(((session_t *)session)->syncer, tmp);
 }
 
 static unsigned on_admit(void *ctx, void *session, char *comment, size_t len)
@@ -188,6 +209,7 @@ static unsigned refuse(session_t *s, const char *tmp, vg_storefail_t why,
                        unsigned status, char *comment, size_t len,
                        const char *fmt, ...)
 {
+    vg_syncer_wait(s->syncer);
     unlink(tmp);
     vg_metric_add(store_failures[why], 1);
     va_list ap;
@@ -240,6 +262,7 @@ static unsigned on_store(void *ctx, void *session, const char *tmp,
         return refuse(s, tmp, VG_STOREFAIL_DB, STATUS_OUT_OF_RESOURCES, comment, len,
                       "%s", "index unavailable");
     if (found && r->on_duplicate == VG_DUP_KEEP) {
+        vg_syncer_wait(s->syncer);
         unlink(tmp);
         vg_metric_add(instances_duplicate, 1);
         vg_log(VG_LOG_INFO, "duplicate SOP Instance UID %s from '%s' kept the stored copy",
@@ -249,17 +272,26 @@ static unsigned on_store(void *ctx, void *session, const char *tmp,
     vg_store_relpath(rel, sizeof rel, m->study_uid, m->series_uid, m->sop_instance_uid);
     struct stat sb;
     int64_t size = stat(tmp, &sb) == 0 ? (int64_t)sb.st_size : 0;
-    int rc = vg_store_place(r->dir, tmp, rel);
+    /* The temp file's fsync started when it arrived; the header was read
+     * meanwhile. The directory's fsync then overlaps the index write: the
+     * answer waits for both. */
+    char parent[VG_PATH_MAX];
+    int rc = vg_syncer_wait(s->syncer);
+    if (rc == 0)
+        rc = vg_store_link(r->dir, tmp, rel, parent, sizeof parent);
     if (rc < 0)
         return refuse(s, tmp, rc == -ENOSPC ? VG_STOREFAIL_DISK : VG_STOREFAIL_IO,
                       STATUS_OUT_OF_RESOURCES, comment, len, "cannot store: %s",
                       vg_strerror(rc));
-    if (vg_index_put_instance(s->idx, m, rel, size, s->calling, vg_now_ms()) < 0) {
+    vg_syncer_start(s->syncer, parent);
+    int indexed = vg_index_put_instance(s->idx, m, rel, size, s->calling, vg_now_ms());
+    if ((rc = vg_syncer_wait(s->syncer)) < 0 || indexed < 0) {
         /* The file is whole in place; the next start indexes it. */
-        vg_metric_add(store_failures[VG_STOREFAIL_DB], 1);
-        snprintf(comment, len, "index unavailable");
-        vg_log(VG_LOG_ERROR, "C-STORE %s: file stored but index write failed",
-               m->sop_instance_uid);
+        vg_metric_add(store_failures[rc < 0 ? VG_STOREFAIL_IO : VG_STOREFAIL_DB], 1);
+        snprintf(comment, len, rc < 0 ? "cannot store: directory not synced"
+                                       : "index unavailable");
+        vg_log(VG_LOG_ERROR, "C-STORE %s: stored but not acknowledged: %s",
+               m->sop_instance_uid, comment);
         return STATUS_OUT_OF_RESOURCES;
     }
     if (found) {
@@ -324,7 +356,7 @@ int vg_receiver_create(const vg_config_t *cfg, void (*stored)(void *), void *arg
     pthread_rwlock_init(&r->ae_lock, NULL);
     r->cb = (vg_scp_callbacks_t){
         .ctx = r, .check = on_check, .begin = on_begin, .end = on_end,
-        .admit = on_admit, .store = on_store, .receive_failed = on_receive_failed,
+        .admit = on_admit, .progress = on_progress, .received = on_received, .store = on_store, .receive_failed = on_receive_failed,
         .echo = on_echo, .refused = on_refused,
     };
     int rc = vg_receiver_set_aes(r, cfg);

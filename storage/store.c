@@ -72,29 +72,36 @@ static int mkdir_durable(const char *path, const char *parent)
     return errno == EEXIST ? 0 : -errno;
 }
 
-int vg_store_place(const char *dir, const char *tmp, const char *relpath)
+int vg_store_link(const char *dir, const char *tmp, const char *relpath, char *parent,
+                  size_t parentlen)
 {
-    char final[4096], parent[4096], grand[4096], studies[4096];
+    char final[4096], series[4096], study[4096], studies[4096];
     if (snprintf(final, sizeof final, "%s/%s", dir, relpath) >= (int)sizeof final)
         return -ENAMETOOLONG;
-    snprintf(parent, sizeof parent, "%s", final);
-    *strrchr(parent, '/') = '\0';               /* .../SERIES */
-    snprintf(grand, sizeof grand, "%s", parent);
-    *strrchr(grand, '/') = '\0';                /* .../STUDY */
-    snprintf(studies, sizeof studies, "%s", grand);
-    *strrchr(studies, '/') = '\0';              /* DIR/studies */
-
-    int rc = fsync_file(tmp);
-    if (rc < 0)
-        return rc;
-    if (access(parent, F_OK) != 0) {
-        if ((rc = mkdir_durable(grand, studies)) < 0 ||
-            (rc = mkdir_durable(parent, grand)) < 0)
+    snprintf(series, sizeof series, "%s", final);
+    *strrchr(series, '/') = '\0';              /* .../SERIES */
+    snprintf(study, sizeof study, "%s", series);
+    *strrchr(study, '/') = '\0';               /* .../STUDY */
+    snprintf(studies, sizeof studies, "%s", study);
+    *strrchr(studies, '/') = '\0';             /* DIR/studies */
+    int rc;
+    if (access(series, F_OK) != 0) {
+        if ((rc = mkdir_durable(study, studies)) < 0 || (rc = mkdir_durable(series, study)) < 0)
             return rc;
     }
     if (rename(tmp, final) < 0)
         return -errno;
-    return vg_fsync_dir(parent);
+    snprintf(parent, parentlen, "%s", series);
+    return 0;
+}
+
+int vg_store_place(const char *dir, const char *tmp, const char *relpath)
+{
+    char parent[4096];
+    int rc = fsync_file(tmp);
+    if (rc == 0)
+        rc = vg_store_link(dir, tmp, relpath, parent, sizeof parent);
+    return rc < 0 ? rc : vg_fsync_dir(parent);
 }
 
 int vg_store_prepare(const char *dir, int *removed_tmp)

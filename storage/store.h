@@ -26,6 +26,14 @@ int vg_store_relpath(char *buf, size_t len, const char *study,
  * -errno; on failure TMP is left where it was. */
 int vg_store_place(const char *dir, const char *tmp, const char *relpath);
 
+/* The parts of vg_store_place, for a caller that overlaps the two fsyncs
+ * with other work: after TMP has been fsynced, creates the missing parent
+ * directories (durably) and renames TMP to DIR/RELPATH; the caller must
+ * then fsync the directory written to PARENT before relying on the file.
+ * Returns 0 or -errno (TMP left where it was). */
+int vg_store_link(const char *dir, const char *tmp, const char *relpath, char *parent,
+                  size_t parentlen);
+
 /* Creates DIR, DIR/studies and DIR/tmp when missing and empties DIR/tmp
  * (files there were never acknowledged). Returns 0 or -errno. */
 int vg_store_prepare(const char *dir, int *removed_tmp);
