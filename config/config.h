@@ -12,6 +12,7 @@
 #define VG_NAME_MAX 64      /* section names: [ae NAME], [route NAME] */
 #define VG_PATH_MAX 4096
 #define VG_ROUTE_DEST_MAX 8
+#define VG_MODEL_DEVICES_MAX 8
 
 enum { VG_ROLE_SOURCE = 1, VG_ROLE_DESTINATION = 2 };
 enum { VG_DUP_KEEP = 0, VG_DUP_REPLACE = 1 };
@@ -35,6 +36,17 @@ typedef struct vg_route_cfg {
     int n_destinations;
     int line;
 } vg_route_cfg_t;
+
+typedef struct vg_model_cfg {
+    char name[VG_NAME_MAX];               /* section name, used by routes */
+    char manifest[VG_PATH_MAX];           /* absolute path of manifest.json */
+    char devices[VG_MODEL_DEVICES_MAX][16]; /* "cpu", "cuda:0", ... */
+    int n_devices;                        /* one worker per device */
+    int threads;                          /* CPU threads per worker */
+    int max_attempts;                     /* before a job is failed */
+    int lease_seconds;                    /* a job's lease on a worker */
+    int line;
+} vg_model_cfg_t;
 
 typedef struct vg_config {
     char path[VG_PATH_MAX];               /* absolute path of the file */
@@ -64,6 +76,8 @@ typedef struct vg_config {
     int n_aes;
     vg_route_cfg_t *routes;               /* [route NAME] sections */
     int n_routes;
+    vg_model_cfg_t *models;               /* [model NAME] sections */
+    int n_models;
 } vg_config_t;
 
 /* Reads and validates FILE. On success *out is a new config owned by the
@@ -78,6 +92,9 @@ void vg_config_destroy(vg_config_t *cfg);
 /* The [ae] section whose AE title is TITLE and role is ROLE, or NULL. */
 const vg_ae_cfg_t *vg_config_find_ae(const vg_config_t *cfg,
                                      const char *title, int role);
+
+/* The [model] section named NAME, or NULL. */
+const vg_model_cfg_t *vg_config_find_model(const vg_config_t *cfg, const char *name);
 
 /* Writes the key table, one key per line:
  * "section key type default", where section is "node", "storage",

@@ -229,7 +229,9 @@ class Node:
     """build/vigil on a temporary config and data directory.
 
     Edit .node/.storage/.http/.aes/.routes (dicts) before start(), or
-    call write_config() and sighup() to change a running node."""
+    call write_config() and sighup() to change a running node. A route
+    with model = bone gets a [model bone] section whose manifest is
+    .model_manifest (the repository's models/bone by default)."""
 
     def __init__(self, tmp_path, name="node"):
         self.base = Path(tmp_path) / name
@@ -250,6 +252,7 @@ class Node:
         self.aes = {"modality1": {"ae_title": SOURCE_AET, "host": HOST,
                                   "role": "source"}}
         self.routes = {}
+        self.model_manifest = REPO / "models" / "bone" / "manifest.json"
         self.proc = None
         self.exit_codes = []
 
@@ -260,6 +263,9 @@ class Node:
                     ("http", self.http)]
         sections += [("ae %s" % k, v) for k, v in self.aes.items()]
         sections += [("route %s" % k, v) for k, v in self.routes.items()]
+        if any(r.get("model") == "bone" for r in self.routes.values()):
+            sections.append(("model bone",
+                             {"manifest": str(self.model_manifest)}))
         return _ini(sections)
 
     def write_config(self):
