@@ -1,6 +1,7 @@
-# Vigil: `make` builds build/vigil; `make test` installs what is missing,
-# builds and runs every test; `make run` starts the node on the embedded
-# default configuration.
+# Vigil: `make` builds build/vigil (the node) and build/vigil-worker (an
+# analysis worker, the only binary that links the model runtime); `make
+# test` installs what is missing, builds and runs every test; `make run`
+# starts the node on the embedded default configuration.
 
 BUILD     ?= $(if $(SANITIZER),build/$(SANITIZER),build)
 CC        ?= cc
@@ -50,7 +51,9 @@ endif
 else
 RUNTIME   := inference/runtime_stub.c
 endif
-LDLIBS    += $(TORCH_LIB)
+# Only the worker and the unit-test runner link the runtime: the node
+# stays small and outlives a model that crashes.
+WORKER_LDLIBS := $(LDLIBS) $(TORCH_LIB)
 
 ifneq ($(SANITIZER),)
 CFLAGS    += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -58,32 +61,45 @@ CXXFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
 LDFLAGS   += -fsanitize=$(SANITIZER)
 endif
 
-# Every C source of the daemon but main.c goes into a library that the
-# unit-test runner links too.
-LIB_C     := $(wildcard server/*.c storage/*.c config/*.c inference/*.c)
-LIB_C     := $(filter-out server/main.c inference/runtime_stub.c,$(LIB_C))
-LIB_CXX   := $(wildcard server/*_shim.cpp inference/*_shim.cpp)
-LIB_CXX   := $(filter-out inference/runtime_torch_shim.cpp,$(LIB_CXX))
-LIB_C     += $(filter %.c,$(RUNTIME))
-LIB_CXX   += $(filter %.cpp,$(RUNTIME))
+# The node's code (server/, storage/, config/ but the mains) goes into
+# libvigil.a; the analysis (inference/: volume, models, the worker loop
+# and the runtime) into libvigil-worker.a, which vigil-worker and the
+# unit-test runner link on top of libvigil.a.
+MAINS     := server/main.c inference/worker_main.c
+LIB_C     := $(filter-out $(MAINS),$(wildcard server/*.c storage/*.c config/*.c))
+LIB_CXX   := $(wildcard server/*_shim.cpp)
+WLIB_C    := $(filter-out $(MAINS) inference/runtime_stub.c,$(wildcard inference/*.c))
+WLIB_CXX  := $(filter-out inference/runtime_torch_shim.cpp,$(wildcard inference/*_shim.cpp))
+WLIB_C    += $(filter %.c,$(RUNTIME))
+WLIB_CXX  += $(filter %.cpp,$(RUNTIME))
 LIB_OBJ   := $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o)
+WLIB_OBJ  := $(WLIB_C:%.c=$(BUILD)/obj/%.o) $(WLIB_CXX:%.cpp=$(BUILD)/obj/%.o)
+MAIN_OBJ  := $(MAINS:%.c=$(BUILD)/obj/%.o)
 TEST_C    := $(wildcard tests/unit/*.c)
 TEST_OBJ  := $(TEST_C:%.c=$(BUILD)/obj/%.o)
-DEPS      := $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/server/main.d
+DEPS      := $(LIB_OBJ:.o=.d) $(WLIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
 
 .PHONY: all setup run test unit integration bench format clean
 
-all: $(BUILD)/vigil
+all: $(BUILD)/vigil $(BUILD)/vigil-worker
 
 $(BUILD)/vigil: $(BUILD)/obj/server/main.o $(BUILD)/libvigil.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/vigil-worker: $(BUILD)/obj/inference/worker_main.o $(BUILD)/libvigil-worker.a \
+		$(BUILD)/libvigil.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(WORKER_LDLIBS)
 
 $(BUILD)/libvigil.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/unit-tests: $(TEST_OBJ) $(BUILD)/libvigil.a
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/libvigil-worker.a: $(WLIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/unit-tests: $(TEST_OBJ) $(BUILD)/libvigil-worker.a $(BUILD)/libvigil.a
+	$(CXX) $(LDFLAGS) -o $@ $^ $(WORKER_LDLIBS)
 
 # The test list is every TEST_IMPL(name) in tests/unit, regenerated when a
 # test file changes.
@@ -117,7 +133,7 @@ run: setup
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-integration: $(BUILD)/vigil
+integration: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test: setup
@@ -125,7 +141,7 @@ test: setup
 	$(BUILD)/unit-tests
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
-bench: $(BUILD)/vigil
+bench: all
 	scripts/bench-ingest
 
 format:

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "server/error.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "storage/workers.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
@@ -31,6 +33,8 @@ enum {
     Q_JOBS,
     Q_JOB_STATES,
     Q_SERIES_STATES,
+    Q_RESULTS,
+    Q_FINDINGS,
     Q_COUNT
 };
 
@@ -61,6 +65,11 @@ static const char *const q_sql[Q_COUNT] = {
                " WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT 1000",
     [Q_JOB_STATES] = "SELECT state, count(*) FROM jobs GROUP BY state",
     [Q_SERIES_STATES] = "SELECT state, count(*) FROM series GROUP BY state",
+    [Q_RESULTS] = "SELECT model, model_version, series_uid, status, reason, patient_score,"
+                  " positive, created_ms, timings, id FROM results WHERE study_uid = ?1"
+                  " ORDER BY series_uid, model",
+    [Q_FINDINGS] = "SELECT type, probability, volume_mm3, mean_hu, diameter_mm, cx, cy, cz,"
+                   " bbox FROM findings WHERE result_id = ?1 ORDER BY idx",
 };
 
 typedef struct {
@@ -103,6 +112,17 @@ static const field_t job_fields[] = {
     {"route", F_TEXT},   {"model", F_TEXT},      {"version", F_INT},
     {"state", F_TEXT},   {"attempts", F_INT},    {"last_error", F_TEXT},
     {"created", F_TIME}, {"updated", F_TIME},
+};
+
+static const field_t result_fields[] = {
+    {"model", F_TEXT},         {"model_version", F_TEXT}, {"series_uid", F_TEXT},
+    {"status", F_TEXT},        {"reason", F_TEXT},        {"patient_score", F_REAL},
+    {"positive", F_INT},       {"analysed", F_TIME},
+};
+
+static const field_t finding_fields[] = {
+    {"type", F_TEXT},   {"probability", F_REAL}, {"volume_mm3", F_REAL},
+    {"mean_hu", F_REAL}, {"diameter_mm", F_REAL},
 };
 
 static const char *const job_states[] = {"queued", "running", "done", "failed",
@@ -323,6 +343,41 @@ static int query_count(const char *query, const char *name, long long max, long 
 typedef int (*route_fn)(vg_api_t *api, const vg_http_request_t *req, const char *arg,
                         vg_http_reply_t *r);
 
+/* Adds one worker row to /healthz "models" (ARG): per model, available
+ * when any of its devices has it loaded, and each device's state. A row
+ * whose process is gone (crashed, restarting) is not available, whatever
+ * it said last. */
+static int add_worker(void *arg, const vg_worker_state_t *ws)
+{
+    cJSON *models = arg;
+    int running = ws->pid > 0 && (kill(ws->pid, 0) == 0 || errno == EPERM);
+    int available = running && ws->available;
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(models, ws->model);
+    if (!m && (!(m = cJSON_AddObjectToObject(models, ws->model)) ||
+               !cJSON_AddBoolToObject(m, "available", 0) ||
+               !cJSON_AddStringToObject(m, "version", ws->version) ||
+               !cJSON_AddArrayToObject(m, "devices")))
+        return -ENOMEM;
+    if (available)
+        cJSON_ReplaceItemInObject(m, "available", cJSON_CreateBool(1));
+    const char *version = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "version"));
+    if (version && !*version && ws->version[0])
+        cJSON_ReplaceItemInObject(m, "version", cJSON_CreateString(ws->version));
+    cJSON *d = cJSON_CreateObject();
+    if (!d || !cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(m, "devices"), d)) {
+        cJSON_Delete(d);
+        return -ENOMEM;
+    }
+    if (!cJSON_AddStringToObject(d, "device", ws->device) ||
+        !cJSON_AddBoolToObject(d, "available", available) ||
+        (!available &&
+         !cJSON_AddStringToObject(d, "error", running ? ws->error : "worker not running")) ||
+        !cJSON_AddNumberToObject(d, "jobs_done", (double)ws->jobs_done) ||
+        !cJSON_AddNumberToObject(d, "jobs_failed", (double)ws->jobs_failed))
+        return -ENOMEM;
+    return 0;
+}
+
 static int get_healthz(vg_api_t *api, const vg_http_request_t *req, const char *arg,
                        vg_http_reply_t *r)
 {
@@ -336,6 +391,19 @@ static int get_healthz(vg_api_t *api, const vg_http_request_t *req, const char *
         cJSON_Delete(o);
         return -ENOMEM;
     }
+    /* Models report their own availability; an unavailable model does not
+     * make the node unhealthy: its jobs wait. */
+    cJSON *models = cJSON_CreateObject();
+    int rc = models ? vg_worker_state_each(api->idx, add_worker, models) : -ENOMEM;
+    if (rc < 0) {
+        cJSON_Delete(models);
+        cJSON_Delete(o);
+        return rc;
+    }
+    if (models->child)
+        cJSON_AddItemToObject(o, "models", models);
+    else
+        cJSON_Delete(models);
     return reply_json(r, api->accepting ? 200 : 503, o);
 }
 
@@ -483,6 +551,62 @@ static int study_object(vg_api_t *api, const char *uid, cJSON **out)
     return rc;
 }
 
+/* Findings of result RESULT_ID as an array; centroid and box as arrays. */
+static int findings_array(vg_api_t *api, sqlite3_int64 result_id, cJSON *arr)
+{
+    sqlite3_stmt *st = stmt(api, Q_FINDINGS);
+    sqlite3_bind_int64(st, 1, result_id);
+    int s, rc = 0;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *f = row_object(st, finding_fields, NFIELDS(finding_fields));
+        cJSON *c = cJSON_CreateArray();
+        for (int k = 0; f && c && k < 3; k++)
+            cJSON_AddItemToArray(c, cJSON_CreateNumber(sqlite3_column_double(st, 5 + k)));
+        cJSON *box = cJSON_Parse((const char *)sqlite3_column_text(st, 8));
+        if (!f || !c || !box) {
+            cJSON_Delete(f), cJSON_Delete(c), cJSON_Delete(box);
+            rc = -ENOMEM;
+            break;
+        }
+        cJSON_AddItemToObject(f, "centroid_mm", c);
+        cJSON_AddItemToObject(f, "bbox_mm", box);
+        cJSON_AddItemToArray(arr, f);
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = db_error(st);
+    stmt_done(st);
+    return rc;
+}
+
+/* The study's analysis results, each with its findings. */
+static int results_array(vg_api_t *api, const char *uid, cJSON *arr)
+{
+    sqlite3_stmt *st = stmt(api, Q_RESULTS);
+    sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+    int s, rc = 0;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = row_object(st, result_fields, NFIELDS(result_fields));
+        if (!o) {
+            rc = -ENOMEM;
+            break;
+        }
+        cJSON *pos = cJSON_DetachItemFromObject(o, "positive");
+        cJSON_AddItemToObject(o, "positive", cJSON_IsNumber(pos)
+                                                 ? cJSON_CreateBool(pos->valueint != 0)
+                                                 : cJSON_CreateNull());
+        cJSON_Delete(pos);
+        cJSON *timings = cJSON_Parse((const char *)sqlite3_column_text(st, 8));
+        cJSON_AddItemToObject(o, "timings", timings ? timings : cJSON_CreateObject());
+        cJSON_AddItemToArray(arr, o);
+        rc = findings_array(api, sqlite3_column_int64(st, 9),
+                            cJSON_AddArrayToObject(o, "findings"));
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = db_error(st);
+    stmt_done(st);
+    return rc;
+}
+
 static int get_study(vg_api_t *api, const vg_http_request_t *req, const char *uid,
                      vg_http_reply_t *r)
 {
@@ -496,6 +620,8 @@ static int get_study(vg_api_t *api, const vg_http_request_t *req, const char *ui
         rc = rows_to_array(st, series_fields, NFIELDS(series_fields),
                            cJSON_AddArrayToObject(study, "series"));
     }
+    if (rc == 0 && study)
+        rc = results_array(api, uid, cJSON_AddArrayToObject(study, "results"));
     read_end(api, txn);
     if (rc < 0) {
         cJSON_Delete(study);

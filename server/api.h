@@ -1,5 +1,6 @@
 /* The JSON API, /healthz and /metrics: the handler behind vg_http. It
- * reads the index through its own connection on the loop thread. */
+ * reads the index through its own connection on the loop thread; the
+ * models in /healthz come from the workers table (storage/workers.h). */
 #ifndef VG_API_H
 #define VG_API_H
 

@@ -1,7 +1,9 @@
 /* The vigil daemon: loads the configuration, prepares storage, starts the
- * DICOM listener (its own threads) and the HTTP API (on the libuv loop),
- * runs series/study completion on a loop timer, and handles signals:
- * SIGTERM/SIGINT drain and exit 0, SIGHUP re-reads the [ae] table. */
+ * DICOM listener (its own threads), the HTTP API (on the libuv loop) and
+ * the analysis worker processes (server/workers_proc.h; the model runtime
+ * is never linked here), runs series/study completion on a loop timer,
+ * and handles signals: SIGTERM/SIGINT drain and exit 0 (workers stopped
+ * too), SIGHUP re-reads the [ae] table. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include "server/http.h"
 #include "server/log.h"
 #include "server/receiver.h"
+#include "server/workers_proc.h"
 #include "storage/grouping.h"
 #include "storage/index.h"
 #include "storage/queue.h"
@@ -33,6 +36,7 @@ typedef struct node {
     uv_loop_t *loop;
     vg_index_t *idx;                 /* the loop thread's connection */
     vg_receiver_t *receiver;
+    vg_workers_t *workers;           /* analysis processes; NULL once stopping */
     vg_scp_t *scp;
     vg_http_t *http;
     vg_api_t api;
@@ -68,6 +72,8 @@ static void on_grouping_timer(uv_timer_t *t)
         schedule_grouping(n, 5000);
         return;
     }
+    if (res.jobs_queued)
+        vg_workers_wake(n->workers);
     if (res.studies_completed)
         vg_log(VG_LOG_INFO, "%d stud%s complete", res.studies_completed,
                res.studies_completed == 1 ? "y" : "ies");
@@ -134,6 +140,9 @@ static void on_term(uv_signal_t *s, int signum)
            strsignal(signum));
     n->api.accepting = 0;
     vg_scp_stop(n->scp);
+    /* The loop runs until the workers are gone too. */
+    vg_workers_stop(n->workers, n->cfg->node.shutdown_timeout);
+    n->workers = NULL;
     uv_timer_start(&n->shutdown_timer, on_shutdown_timeout,
                    (uint64_t)n->cfg->node.shutdown_timeout * 1000 + 1500, 0);
 }
@@ -260,6 +269,9 @@ static int run_node(node_t *n)
         uv_run(n->loop, UV_RUN_DEFAULT);
         return 1;
     }
+    char err[256];
+    if (vg_workers_start(n->loop, n->cfg, n->idx, &n->workers, err, sizeof err) < 0)
+        vg_log(VG_LOG_ERROR, "analysis workers: %s; series are queued, not analysed", err);
     /* Series left receiving by the last run fall due from their own times. */
     schedule_grouping(n, 0);
     uv_run(n->loop, UV_RUN_DEFAULT);

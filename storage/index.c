@@ -75,6 +75,49 @@ static const char *const migrations[] = {
     "CREATE INDEX jobs_take ON jobs(model, state, id);"
     "CREATE UNIQUE INDEX jobs_version ON jobs(series_uid, route, version);"
     "CREATE TABLE node_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 1 -> 2: analysis results and their findings. */
+    "CREATE TABLE results("
+    " id INTEGER PRIMARY KEY,"
+    " job_id INTEGER,"
+    " series_uid TEXT NOT NULL,"
+    " study_uid TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " model_version TEXT NOT NULL,"
+    " status TEXT NOT NULL,"                    /* done|not_analysable|failed */
+    " reason TEXT NOT NULL DEFAULT '',"
+    " patient_score REAL,"
+    " positive INTEGER,"
+    " timings TEXT,"                            /* JSON */
+    " grid TEXT,"                               /* JSON */
+    " created_ms INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX results_series_model ON results(series_uid, model);"
+    "CREATE INDEX results_study ON results(study_uid);"
+    "CREATE TABLE findings("
+    " id INTEGER PRIMARY KEY,"
+    " result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,"
+    " idx INTEGER NOT NULL,"
+    " type TEXT NOT NULL,"
+    " probability REAL NOT NULL,"
+    " volume_mm3 REAL NOT NULL,"
+    " cx REAL, cy REAL, cz REAL,"
+    " bbox TEXT NOT NULL,"                      /* JSON [[x,y,z],[x,y,z]] */
+    " mean_hu REAL,"
+    " diameter_mm REAL,"
+    " mask_box TEXT,"                           /* JSON [i0,j0,k0,ni,nj,nk] */
+    " mask BLOB);"
+    "CREATE INDEX findings_result ON findings(result_id);",
+    /* 2 -> 3: the analysis worker processes' state (storage/workers.c). */
+    "CREATE TABLE workers("
+    " name TEXT PRIMARY KEY,"                   /* model@device */
+    " model TEXT NOT NULL,"
+    " device TEXT NOT NULL,"
+    " pid INTEGER,"                             /* NULL: no process */
+    " available INTEGER NOT NULL,"
+    " version TEXT NOT NULL DEFAULT '',"
+    " error TEXT NOT NULL DEFAULT '',"
+    " jobs_done INTEGER NOT NULL DEFAULT 0,"
+    " jobs_failed INTEGER NOT NULL DEFAULT 0,"
+    " updated_ms INTEGER NOT NULL);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -407,6 +450,41 @@ int vg_index_each_instance(vg_index_t *idx,
         rc = VG_EDB;
     sqlite3_finalize(st);
     return rc;
+}
+
+int vg_index_series_files(vg_index_t *idx, const char *dir, const char *series_uid,
+                          char ***paths, int *n)
+{
+    sqlite3_stmt *st;
+    *paths = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(idx->db, "SELECT path FROM instances WHERE series_uid = ?1"
+                                    " ORDER BY path", -1, &st, NULL) != SQLITE_OK)
+        return VG_EDB;
+    sqlite3_bind_text(st, 1, series_uid, -1, SQLITE_STATIC);
+    size_t count = 0, bytes = 0, dlen = strlen(dir);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        count++;
+        bytes += dlen + 2 + (size_t)sqlite3_column_bytes(st, 0);
+    }
+    sqlite3_reset(st);
+    /* One block: the pointer array, then the strings. */
+    char **out = malloc(count * sizeof *out + bytes + 1);
+    if (!out) {
+        sqlite3_finalize(st);
+        return -12;
+    }
+    char *p = (char *)(out + count);
+    size_t i = 0;
+    while (i < count && sqlite3_step(st) == SQLITE_ROW) {
+        out[i++] = p;
+        p += sprintf(p, "%s/%s", dir, (const char *)sqlite3_column_text(st, 0)) + 1;
+    }
+    sqlite3_finalize(st);
+    *paths = out;
+    *n = (int)i;
+    return 0;
 }
 
 int vg_index_meta_get(vg_index_t *idx, const char *key, char *val, size_t vallen)

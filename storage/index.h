@@ -12,7 +12,7 @@
 
 typedef struct vg_index vg_index_t;
 
-#define VG_INDEX_SCHEMA_VERSION 1
+#define VG_INDEX_SCHEMA_VERSION 3
 
 /* Opens (creating and migrating when needed) the database at PATH.
  * On success *out is owned by the caller (vg_index_close). On failure
@@ -50,6 +50,12 @@ int vg_index_each_instance(vg_index_t *idx,
                            int (*fn)(void *arg, const char *relpath,
                                      const char *sop_uid),
                            void *arg);
+
+/* The files of SERIES_UID's instances, as absolute paths under DIR. On
+ * success *paths (an array of *n strings, one allocation: free(*paths))
+ * is owned by the caller. Returns 0 or VG_EDB / -ENOMEM. */
+int vg_index_series_files(vg_index_t *idx, const char *dir, const char *series_uid,
+                          char ***paths, int *n);
 
 /* Small key/value store for the node's own state (e.g. "clean_shutdown"). */
 int vg_index_meta_get(vg_index_t *idx, const char *key, char *val,

@@ -1,0 +1,400 @@
+/* Bone-lesion analysis; see bone.h. The grid is isotropic at the
+ * manifest's spacing; windows of window_voxels are run where their core
+ * (the window less context_voxels on each side) holds bone, and only the
+ * core of each window is kept, so every voxel is written once. */
+#include "inference/bone.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "inference/grid.h"
+#include "server/error.h"
+
+#define BATCH 2
+#define MAX_FINDINGS 64
+
+typedef struct work {
+    const vg_manifest_t *man;
+    vg_grid_t g;
+    size_t n;                   /* voxels */
+    uint8_t *region;            /* bone region (dilated threshold) */
+    float *fg;                  /* probability of any lesion */
+    uint8_t *cls;               /* K bytes per voxel: class share * 255 */
+    int k;                      /* lesion classes */
+} work_t;
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* 1 when the box [x0,x1)x[y0,y1)x[z0,z1) holds a region voxel. */
+static int box_has_bone(const work_t *w, const int b[6])
+{
+    for (int z = b[4]; z < b[5]; z++)
+        for (int y = b[2]; y < b[3]; y++) {
+            const uint8_t *row = w->region + ((size_t)z * w->g.ny + y) * w->g.nx;
+            if (memchr(row + b[0], 1, (size_t)(b[1] - b[0])))
+                return 1;
+        }
+    return 0;
+}
+
+/* Copies the window whose first voxel is (x0, y0, z0) into DST (W^3),
+ * with air outside the grid. */
+static void fill_window(const work_t *w, int x0, int y0, int z0, int W, float *dst)
+{
+    const vg_grid_t *g = &w->g;
+    for (int z = 0; z < W; z++)
+        for (int y = 0; y < W; y++) {
+            float *out = dst + ((size_t)z * W + y) * W;
+            int Z = z0 + z, Y = y0 + y;
+            if (Z < 0 || Z >= g->nz || Y < 0 || Y >= g->ny) {
+                for (int x = 0; x < W; x++)
+                    out[x] = -1024.0f;
+                continue;
+            }
+            const float *in = g->v + ((size_t)Z * g->ny + Y) * g->nx;
+            for (int x = 0; x < W; x++) {
+                int X = x0 + x;
+                out[x] = X >= 0 && X < g->nx ? in[X] : -1024.0f;
+            }
+        }
+}
+
+/* Writes the core box CORE of window b of OUT ([B, K+1, W, W, W]) into
+ * the probability maps. */
+static void scatter(work_t *w, const vg_tensor_t *out, int b, const int core[6],
+                    const int origin[3])
+{
+    int W = (int)out->shape[2], K = w->k;
+    size_t vol = (size_t)W * W * W;
+    const float *base = out->data + (size_t)b * (K + 1) * vol;
+    for (int z = core[4]; z < core[5]; z++)
+        for (int y = core[2]; y < core[3]; y++)
+            for (int x = core[0]; x < core[1]; x++) {
+                size_t wi = ((size_t)(z - origin[2]) * W + (y - origin[1])) * W + (x - origin[0]);
+                size_t gi = ((size_t)z * w->g.ny + y) * w->g.nx + x;
+                float fg = 1.0f - base[wi];
+                w->fg[gi] = fg;
+                uint8_t *c = w->cls + gi * K;
+                for (int k = 0; k < K; k++) {
+                    float share = fg > 1e-4f ? base[(k + 1) * vol + wi] / fg : 0.0f;
+                    c[k] = (uint8_t)(share >= 1.0f ? 255 : share * 255.0f + 0.5f);
+                }
+            }
+}
+
+typedef struct batch {
+    float *in;
+    int n;
+    int core[BATCH][6], origin[BATCH][3];
+} batch_t;
+
+static int flush(vg_model_t *model, work_t *w, batch_t *bt, int W, char *err, size_t len)
+{
+    if (bt->n == 0)
+        return 0;
+    vg_tensor_t in = {bt->in, {bt->n, 1, W, W, W}, 5}, out[2];
+    int n_out = 0;
+    int rc = vg_model_forward(model, &in, 1, out, 2, &n_out, err, len);
+    if (rc < 0)
+        return rc;
+    if (out[0].ndim != 5 || out[0].shape[0] != bt->n || out[0].shape[1] != w->k + 1 ||
+        out[0].shape[2] != W) {
+        snprintf(err, len, "model output has shape other than [%d, %d, %d, %d, %d]", bt->n,
+                 w->k + 1, W, W, W);
+        rc = VG_EMODEL;
+    }
+    for (int b = 0; rc == 0 && b < bt->n; b++)
+        scatter(w, &out[0], b, bt->core[b], bt->origin[b]);
+    for (int i = 0; i < n_out; i++)
+        vg_tensor_free(&out[i]);
+    bt->n = 0;
+    return rc;
+}
+
+static int run_windows(vg_model_t *model, work_t *w, vg_bone_timings_t *t, char *err,
+                       size_t len)
+{
+    int W = w->man->window_voxels, C = w->man->context_voxels, step = W - 2 * C;
+    batch_t bt = {malloc(sizeof(float) * BATCH * (size_t)W * W * W), 0, {{0}}, {{0}}};
+    if (!bt.in)
+        return -ENOMEM;
+    int rc = 0;
+    for (int z = 0; z < w->g.nz && rc == 0; z += step)
+        for (int y = 0; y < w->g.ny && rc == 0; y += step)
+            for (int x = 0; x < w->g.nx && rc == 0; x += step) {
+                int core[6] = {x, clampi(x + step, 0, w->g.nx), y, clampi(y + step, 0, w->g.ny),
+                               z, clampi(z + step, 0, w->g.nz)};
+                t->windows_total++;
+                if (!box_has_bone(w, core))
+                    continue;
+                t->windows++;
+                int o[3] = {x - C, y - C, z - C};
+                fill_window(w, o[0], o[1], o[2], W, bt.in + (size_t)bt.n * W * W * W);
+                memcpy(bt.core[bt.n], core, sizeof core);
+                memcpy(bt.origin[bt.n], o, sizeof o);
+                if (++bt.n == BATCH)
+                    rc = flush(model, w, &bt, W, err, len);
+            }
+    if (rc == 0)
+        rc = flush(model, w, &bt, W, err, len);
+    free(bt.in);
+    return rc;
+}
+
+typedef struct comp {
+    size_t count;
+    double sum_fg, sum_hu, sum_pos[3];
+    double sum_cls[VG_MANIFEST_MAX_CLASSES];
+    int box[6];                 /* x0, x1, y0, y1, z0, z1 (inclusive) */
+} comp_t;
+
+static void comp_add(comp_t *c, const work_t *w, size_t v, int x, int y, int z)
+{
+    if (c->count == 0) {
+        c->box[0] = c->box[1] = x;
+        c->box[2] = c->box[3] = y;
+        c->box[4] = c->box[5] = z;
+    }
+    c->count++;
+    c->sum_fg += w->fg[v];
+    c->sum_hu += w->g.v[v];
+    c->sum_pos[0] += x, c->sum_pos[1] += y, c->sum_pos[2] += z;
+    const uint8_t *cls = w->cls + v * w->k;
+    for (int k = 0; k < w->k; k++)
+        c->sum_cls[k] += w->fg[v] * cls[k];
+    int p[3] = {x, y, z};
+    for (int a = 0; a < 3; a++) {
+        if (p[a] < c->box[2 * a])
+            c->box[2 * a] = p[a];
+        if (p[a] > c->box[2 * a + 1])
+            c->box[2 * a + 1] = p[a];
+    }
+}
+
+/* Longest extent (mm) along the component's principal axis. */
+static double principal_extent(const work_t *w, const int32_t *labels, int id, const comp_t *c)
+{
+    double mean[3], cov[3][3] = {{0}};
+    for (int a = 0; a < 3; a++)
+        mean[a] = c->sum_pos[a] / (double)c->count;
+    for (int z = c->box[4]; z <= c->box[5]; z++)
+        for (int y = c->box[2]; y <= c->box[3]; y++)
+            for (int x = c->box[0]; x <= c->box[1]; x++) {
+                if (labels[((size_t)z * w->g.ny + y) * w->g.nx + x] != id)
+                    continue;
+                double d[3] = {x - mean[0], y - mean[1], z - mean[2]};
+                for (int a = 0; a < 3; a++)
+                    for (int b = 0; b < 3; b++)
+                        cov[a][b] += d[a] * d[b];
+            }
+    double v[3] = {1, 1, 1}; /* power iteration for the main axis */
+    for (int it = 0; it < 30; it++) {
+        double nv[3] = {0}, norm = 0;
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                nv[a] += cov[a][b] * v[b];
+        for (int a = 0; a < 3; a++)
+            norm += nv[a] * nv[a];
+        if (norm <= 0)
+            break;
+        for (int a = 0; a < 3; a++)
+            v[a] = nv[a] / sqrt(norm);
+    }
+    double lo = 1e30, hi = -1e30;
+    for (int z = c->box[4]; z <= c->box[5]; z++)
+        for (int y = c->box[2]; y <= c->box[3]; y++)
+            for (int x = c->box[0]; x <= c->box[1]; x++) {
+                if (labels[((size_t)z * w->g.ny + y) * w->g.nx + x] != id)
+                    continue;
+                double p = (x - mean[0]) * v[0] + (y - mean[1]) * v[1] + (z - mean[2]) * v[2];
+                lo = p < lo ? p : lo;
+                hi = p > hi ? p : hi;
+            }
+    return (hi - lo + 1.0) * w->g.spacing;
+}
+
+static int fill_mask(const work_t *w, const int32_t *labels, int id, const comp_t *c,
+                     vg_finding_t *f)
+{
+    int ni = c->box[1] - c->box[0] + 1, nj = c->box[3] - c->box[2] + 1,
+        nk = c->box[5] - c->box[4] + 1;
+    int box[6] = {c->box[0], c->box[2], c->box[4], ni, nj, nk};
+    memcpy(f->mask_box, box, sizeof box);
+    size_t bits = (size_t)ni * nj * nk;
+    f->mask_bytes = (bits + 7) / 8;
+    f->mask = calloc(f->mask_bytes, 1);
+    if (!f->mask)
+        return -ENOMEM;
+    size_t b = 0;
+    for (int z = c->box[4]; z <= c->box[5]; z++)
+        for (int y = c->box[2]; y <= c->box[3]; y++)
+            for (int x = c->box[0]; x <= c->box[1]; x++, b++)
+                if (labels[((size_t)z * w->g.ny + y) * w->g.nx + x] == id)
+                    f->mask[b >> 3] |= (uint8_t)(1u << (b & 7));
+    return 0;
+}
+
+/* Patient-space bounding box of the voxel box (voxel edges included). */
+static void patient_box(const vg_grid_t *g, const int box[6], double out[2][3])
+{
+    for (int a = 0; a < 3; a++) {
+        out[0][a] = 1e30;
+        out[1][a] = -1e30;
+    }
+    for (int corner = 0; corner < 8; corner++) {
+        double p[3];
+        vg_grid_to_patient(g, (corner & 1 ? box[1] + 0.5 : box[0] - 0.5),
+                           (corner & 2 ? box[3] + 0.5 : box[2] - 0.5),
+                           (corner & 4 ? box[5] + 0.5 : box[4] - 0.5), p);
+        for (int a = 0; a < 3; a++) {
+            out[0][a] = p[a] < out[0][a] ? p[a] : out[0][a];
+            out[1][a] = p[a] > out[1][a] ? p[a] : out[1][a];
+        }
+    }
+}
+
+/* Turns component ID into a finding; returns its metastatic share. */
+static double make_finding(const work_t *w, const int32_t *labels, int id, const comp_t *c,
+                           vg_finding_t *f)
+{
+    const vg_manifest_t *man = w->man;
+    double total = 0, metastatic = 0, best = -1;
+    int type = 0;
+    for (int k = 0; k < w->k; k++) {
+        total += c->sum_cls[k];
+        if (man->classes[k].metastatic)
+            metastatic += c->sum_cls[k];
+        if (c->sum_cls[k] > best)
+            best = c->sum_cls[k], type = k;
+    }
+    snprintf(f->type, sizeof f->type, "%s", man->classes[type].name);
+    f->probability = c->sum_fg / (double)c->count;
+    f->volume_mm3 = (double)c->count * pow(w->g.spacing, 3);
+    f->mean_hu = c->sum_hu / (double)c->count;
+    vg_grid_to_patient(&w->g, c->sum_pos[0] / c->count, c->sum_pos[1] / c->count,
+                       c->sum_pos[2] / c->count, f->centroid_mm);
+    patient_box(&w->g, c->box, f->bbox_mm);
+    f->diameter_mm = principal_extent(w, labels, id, c);
+    return total > 0 ? metastatic / total : 0;
+}
+
+static int by_probability(const void *a, const void *b)
+{
+    double pa = ((const vg_finding_t *)a)->probability, pb = ((const vg_finding_t *)b)->probability;
+    return pa < pb ? 1 : pa > pb ? -1 : 0;
+}
+
+/* Components of the thresholded map inside the bone region become
+ * findings; the patient score is the noisy-OR of their metastatic
+ * probabilities. */
+static int find_lesions(work_t *w, vg_result_t *res)
+{
+    int32_t *labels = malloc(w->n * sizeof *labels);
+    uint8_t *m = malloc(w->n);
+    if (!labels || !m) {
+        free(labels), free(m);
+        return -ENOMEM;
+    }
+    for (size_t v = 0; v < w->n; v++)
+        m[v] = w->region[v] && w->fg[v] >= w->man->lesion_threshold;
+    int n = vg_label_components(m, w->g.nx, w->g.ny, w->g.nz, labels);
+    free(m);
+    comp_t *comps = n > 0 ? calloc((size_t)n + 1, sizeof *comps) : NULL;
+    if (n < 0 || (n > 0 && !comps)) {
+        free(labels);
+        return -ENOMEM;
+    }
+    for (size_t v = 0; v < w->n; v++)
+        if (labels[v])
+            comp_add(&comps[labels[v]], w, v, (int)(v % w->g.nx), (int)(v / w->g.nx % w->g.ny),
+                     (int)(v / ((size_t)w->g.nx * w->g.ny)));
+    res->findings = calloc(MAX_FINDINGS, sizeof *res->findings);
+    double none = 1.0; /* probability that no lesion is metastatic */
+    int rc = res->findings ? 0 : -ENOMEM;
+    double min_vox = w->man->min_volume_mm3 / pow(w->g.spacing, 3);
+    for (int id = 1; rc == 0 && id <= n; id++) {
+        if ((double)comps[id].count < min_vox || res->n_findings == MAX_FINDINGS)
+            continue;
+        vg_finding_t *f = &res->findings[res->n_findings++];
+        double share = make_finding(w, labels, id, &comps[id], f);
+        none *= 1.0 - f->probability * share;
+        rc = fill_mask(w, labels, id, &comps[id], f);
+    }
+    qsort(res->findings, (size_t)res->n_findings, sizeof *res->findings, by_probability);
+    res->patient_score = 1.0 - none;
+    res->positive = res->patient_score >= w->man->operating_threshold;
+    free(comps);
+    free(labels);
+    return rc;
+}
+
+static int bone_region(work_t *w)
+{
+    w->region = malloc(w->n);
+    if (!w->region)
+        return -ENOMEM;
+    float thr = (float)w->man->bone_threshold_hu;
+    for (size_t v = 0; v < w->n; v++)
+        w->region[v] = w->g.v[v] > thr;
+    int r = (int)lround(w->man->bone_margin_mm / w->g.spacing);
+    return vg_mask_dilate(w->region, w->g.nx, w->g.ny, w->g.nz, r);
+}
+
+static void describe_grid(const vg_grid_t *g, char *out, size_t len)
+{
+    snprintf(out, len,
+             "{\"dims\":[%d,%d,%d],\"spacing_mm\":%g,\"origin\":[%.4f,%.4f,%.4f],"
+             "\"row_dir\":[%g,%g,%g],\"col_dir\":[%g,%g,%g],\"normal\":[%g,%g,%g]}",
+             g->nx, g->ny, g->nz, g->spacing, g->origin[0], g->origin[1], g->origin[2],
+             g->row_dir[0], g->row_dir[1], g->row_dir[2], g->col_dir[0], g->col_dir[1],
+             g->col_dir[2], g->normal[0], g->normal[1], g->normal[2]);
+}
+
+int vg_bone_analyse(vg_model_t *model, const vg_manifest_t *man, const vg_volume_t *vol,
+                    vg_result_t *res, vg_bone_timings_t *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    work_t w = {.man = man, .k = man->n_classes};
+    double t0 = seconds();
+    int rc = vg_grid_resample(vol, man->spacing_mm, &w.g);
+    if (rc == 0) {
+        w.n = (size_t)w.g.nx * w.g.ny * w.g.nz;
+        w.fg = calloc(w.n, sizeof *w.fg);
+        w.cls = calloc(w.n, (size_t)w.k);
+        rc = w.fg && w.cls ? bone_region(&w) : -ENOMEM;
+    }
+    double t1 = seconds();
+    t->resample_s = t1 - t0;
+    if (rc == 0)
+        rc = run_windows(model, &w, t, err, errlen);
+    double t2 = seconds();
+    t->model_s = t2 - t1;
+    if (rc == 0)
+        rc = find_lesions(&w, res);
+    t->post_s = seconds() - t2;
+    if (rc == 0) {
+        snprintf(res->status, sizeof res->status, "done");
+        describe_grid(&w.g, res->grid, sizeof res->grid);
+    } else {
+        vg_result_clear(res);
+        if (rc == -ENOMEM)
+            snprintf(err, errlen, "out of memory for a %dx%dx%d grid", w.g.nx, w.g.ny, w.g.nz);
+    }
+    vg_grid_free(&w.g);
+    free(w.region), free(w.fg), free(w.cls);
+    return rc;
+}

@@ -1,0 +1,184 @@
+/* Manifest reading with cJSON; see manifest.h. */
+#include "inference/manifest.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/error.h"
+
+static char *slurp(const char *path, int *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = -errno;
+        return NULL;
+    }
+    char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && n < (1 << 20) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+        }
+    }
+    fclose(f);
+    *err = buf ? 0 : VG_EINVAL_CFG;
+    return buf;
+}
+
+static int get_str(const cJSON *o, const char *key, char *dst, size_t len, int required)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v)) {
+        dst[0] = '\0';
+        return required ? -1 : 0;
+    }
+    snprintf(dst, len, "%s", v->valuestring);
+    return 0;
+}
+
+static int get_num(const cJSON *o, const char *key, double *dst)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v))
+        return -1;
+    *dst = v->valuedouble;
+    return 0;
+}
+
+static int get_code(const cJSON *o, const char *key, vg_code_t *c, int required)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    memset(c, 0, sizeof *c);
+    if (!v)
+        return required ? -1 : 0;
+    if (get_str(v, "scheme", c->scheme, sizeof c->scheme, 1) < 0 ||
+        get_str(v, "value", c->value, sizeof c->value, 1) < 0 ||
+        get_str(v, "meaning", c->meaning, sizeof c->meaning, 1) < 0)
+        return -1;
+    return 0;
+}
+
+static int read_classes(const cJSON *root, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(root, "classes"), *c;
+    if (!cJSON_IsArray(cls) || cJSON_GetArraySize(cls) == 0 ||
+        cJSON_GetArraySize(cls) > VG_MANIFEST_MAX_CLASSES) {
+        snprintf(err, errlen, "classes: a list of 1..%d classes is required",
+                 VG_MANIFEST_MAX_CLASSES);
+        return VG_EINVAL_CFG;
+    }
+    cJSON_ArrayForEach(c, cls)
+    {
+        vg_class_t *k = &m->classes[m->n_classes];
+        if (get_str(c, "name", k->name, sizeof k->name, 1) < 0 ||
+            get_code(c, "code", &k->code, 1) < 0 || get_code(c, "modifier", &k->modifier, 0) < 0) {
+            snprintf(err, errlen, "classes[%d]: name and code {scheme, value, meaning} required",
+                     m->n_classes);
+            return VG_EINVAL_CFG;
+        }
+        k->metastatic = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "metastatic"));
+        m->n_classes++;
+    }
+    return 0;
+}
+
+/* The numbers every sliding-window segmentation model needs. */
+static int read_numbers(const cJSON *root, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "postprocess");
+    const cJSON *win = in ? cJSON_GetObjectItemCaseSensitive(in, "hu_window") : NULL;
+    double window = 0, context = 0;
+    if (!in || get_num(in, "spacing_mm", &m->spacing_mm) < 0 || m->spacing_mm <= 0 ||
+        get_num(in, "window_voxels", &window) < 0 || get_num(in, "context_voxels", &context) < 0 ||
+        get_num(in, "bone_threshold_hu", &m->bone_threshold_hu) < 0 ||
+        get_num(in, "bone_margin_mm", &m->bone_margin_mm) < 0 || !cJSON_IsArray(win) ||
+        cJSON_GetArraySize(win) != 2) {
+        snprintf(err, errlen, "input: spacing_mm, hu_window [lo, hi], window_voxels,"
+                              " context_voxels, bone_threshold_hu, bone_margin_mm required");
+        return VG_EINVAL_CFG;
+    }
+    m->hu_window[0] = cJSON_GetArrayItem(win, 0)->valuedouble;
+    m->hu_window[1] = cJSON_GetArrayItem(win, 1)->valuedouble;
+    m->window_voxels = (int)window;
+    m->context_voxels = (int)context;
+    if (m->window_voxels < 8 || m->window_voxels > 256 || m->context_voxels < 0 ||
+        2 * m->context_voxels >= m->window_voxels) {
+        snprintf(err, errlen, "input: window_voxels 8..256 and context_voxels < half of it");
+        return VG_EINVAL_CFG;
+    }
+    if (!post || get_num(post, "lesion_threshold", &m->lesion_threshold) < 0 ||
+        get_num(post, "min_volume_mm3", &m->min_volume_mm3) < 0 ||
+        get_num(root, "operating_threshold", &m->operating_threshold) < 0) {
+        snprintf(err, errlen, "postprocess: lesion_threshold, min_volume_mm3 and"
+                              " operating_threshold required");
+        return VG_EINVAL_CFG;
+    }
+    return 0;
+}
+
+int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    int rc;
+    char *text = slurp(path, &rc);
+    if (!text) {
+        snprintf(err, errlen, "%s: %s", path,
+                 rc == VG_EINVAL_CFG ? "unreadable or too large" : vg_strerror(rc));
+        return rc;
+    }
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, errlen, "%s: not a JSON object", path);
+        cJSON_Delete(root);
+        return VG_EINVAL_CFG;
+    }
+    char file[512] = "", local[512] = "";
+    char abs[PATH_MAX];
+    snprintf(m->dir, sizeof m->dir, "%s", realpath(path, abs) ? abs : path);
+    char *slash = strrchr(m->dir, '/');
+    if (slash)
+        *slash = '\0';
+    rc = 0;
+    if (get_str(root, "name", m->name, sizeof m->name, 1) < 0 ||
+        get_str(root, "version", m->version, sizeof m->version, 1) < 0 ||
+        get_str(root, "task", m->task, sizeof m->task, 1) < 0 ||
+        get_str(root, "model", file, sizeof file, 1) < 0) {
+        snprintf(local, sizeof local, "name, version, task and model (file name) required");
+        rc = VG_EINVAL_CFG;
+    }
+    get_str(root, "provenance", m->provenance, sizeof m->provenance, 0);
+    m->not_for_clinical_use =
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "not_for_clinical_use"));
+    if (rc == 0)
+        rc = read_classes(root, m, local, sizeof local);
+    if (rc == 0)
+        rc = read_numbers(root, m, local, sizeof local);
+    cJSON_Delete(root);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", path, local);
+        return rc;
+    }
+    if (snprintf(m->model_path, sizeof m->model_path, "%s/%s", m->dir, file) >=
+        (int)sizeof m->model_path) {
+        snprintf(err, errlen, "%s: model path too long", path);
+        return VG_EINVAL_CFG;
+    }
+    return 0;
+}
+
+int vg_manifest_class(const vg_manifest_t *m, const char *name)
+{
+    for (int i = 0; i < m->n_classes; i++)
+        if (strcmp(m->classes[i].name, name) == 0)
+            return i + 1;
+    return 0;
+}

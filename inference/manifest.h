@@ -1,0 +1,54 @@
+/* A model's manifest: a JSON file beside its TorchScript file saying what
+ * the model is (name, version), what it expects (input spacing, HU window,
+ * window size), what it outputs (classes with their coded concepts), its
+ * operating threshold and its provenance. Nothing in the C code is
+ * specific to one set of weights: a hospital drops in its own. */
+#ifndef VG_MANIFEST_H
+#define VG_MANIFEST_H
+
+#include <stddef.h>
+
+#define VG_MANIFEST_MAX_CLASSES 16
+
+typedef struct vg_code {
+    char scheme[16];            /* "SCT", "DCM", "99VIGIL" */
+    char value[32];
+    char meaning[64];
+} vg_code_t;
+
+typedef struct vg_class {
+    char name[48];              /* e.g. "osteolytic_metastasis" */
+    int metastatic;             /* counts towards the patient-level call */
+    vg_code_t code;             /* what it is */
+    vg_code_t modifier;         /* optional refinement; scheme "" if none */
+} vg_class_t;
+
+typedef struct vg_manifest {
+    char dir[4096];             /* directory of the manifest */
+    char name[64];
+    char version[32];
+    char task[32];              /* which analysis runs it: "bone_lesions" */
+    char model_path[4096];      /* absolute path of the TorchScript file */
+    char provenance[512];       /* training data statement */
+    int not_for_clinical_use;
+    vg_class_t classes[VG_MANIFEST_MAX_CLASSES]; /* index 0 = class 1 */
+    int n_classes;
+    double spacing_mm;          /* isotropic input spacing */
+    double hu_window[2];        /* documented input window (model clamps) */
+    int window_voxels;          /* sliding window edge */
+    int context_voxels;         /* margin around each window's kept core */
+    double bone_threshold_hu;   /* bone region: HU above this ... */
+    double bone_margin_mm;      /* ... dilated by this much */
+    double lesion_threshold;    /* voxel foreground probability */
+    double min_volume_mm3;      /* smaller components are dropped */
+    double operating_threshold; /* patient-level positive call */
+} vg_manifest_t;
+
+/* Reads PATH. Returns 0, or VG_EINVAL_CFG / -errno with err saying which
+ * field is missing or wrong. */
+int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errlen);
+
+/* Index (1-based, as in the model's output) of the class NAME, or 0. */
+int vg_manifest_class(const vg_manifest_t *m, const char *name);
+
+#endif

@@ -1,0 +1,53 @@
+/* Analysis results in the index: one row per (series, model), replaced by
+ * a newer analysis, with one row per finding. Storing a result and
+ * completing its job happen in one transaction, so a result is never kept
+ * for a job that a newer version superseded. */
+#ifndef VG_RESULTS_H
+#define VG_RESULTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/index.h"
+
+typedef struct vg_finding {
+    char type[48];                 /* class name from the model's manifest */
+    double probability;
+    double volume_mm3;
+    double centroid_mm[3];         /* patient coordinates */
+    double bbox_mm[2][3];          /* min and max corner, patient coordinates */
+    double mean_hu;
+    double diameter_mm;            /* longest extent */
+    int mask_box[6];               /* i0, j0, k0, ni, nj, nk in the analysis grid */
+    unsigned char *mask;           /* ni*nj*nk bits, i fastest; owned */
+    size_t mask_bytes;
+} vg_finding_t;
+
+typedef struct vg_result {
+    int64_t job_id;
+    char series_uid[65], study_uid[65];
+    char model[64], model_version[32];
+    char status[24];               /* "done", "not_analysable", "failed" */
+    char reason[256];
+    double patient_score;          /* < 0 when not computed */
+    int positive;                  /* 0/1, -1 when not computed */
+    char timings[256];             /* JSON object of seconds per stage */
+    char grid[512];                /* JSON: the analysis grid's geometry */
+    vg_finding_t *findings;        /* owned */
+    int n_findings;
+} vg_result_t;
+
+/* Frees the findings and their masks (not R itself). */
+void vg_result_clear(vg_result_t *r);
+
+/* Stores R (replacing the earlier result of its series and model) and
+ * marks job R->job_id done, in one transaction. Returns 0, VG_ENOTFOUND
+ * when the job is no longer running (superseded: nothing stored), or
+ * VG_EDB with nothing changed. */
+int vg_results_put(vg_index_t *idx, const vg_result_t *r, int64_t now_ms);
+
+/* Stores R without a job (status failed after the last attempt, where the
+ * queue already recorded the failure). Same replacement rule. */
+int vg_results_put_final(vg_index_t *idx, const vg_result_t *r, int64_t now_ms);
+
+#endif
