@@ -15,6 +15,7 @@
 
 #include "config/config.h"
 #include "inference/runtime.h"
+#include "inference/analyse.h"
 #include "inference/worker.h"
 #include "server/error.h"
 #include "server/log.h"
@@ -43,7 +44,9 @@ static pid_t parent_pid(void)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vigil-worker -c FILE --model NAME --device DEV\n"
-               "       runs the analysis worker for [model NAME] on DEV (cpu, cuda:N)\n");
+               "       runs the analysis worker for [model NAME] on DEV (cpu, cuda:N)\n"
+               "       vigil-worker --analyse DIR --manifest FILE [--device DEV] [--threads N]\n"
+               "       analyses the DICOM series in DIR once and prints the result as JSON\n");
 }
 
 static int device_configured(const vg_model_cfg_t *m, const char *device)
@@ -67,19 +70,30 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"model", required_argument, NULL, 'm'},
         {"device", required_argument, NULL, 'd'},
+        {"analyse", required_argument, NULL, 'a'},
+        {"manifest", required_argument, NULL, 'M'},
+        {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL, *model = NULL, *device = NULL;
-    int opt;
+    const char *path = NULL, *model = NULL, *device = NULL, *analyse = NULL, *manifest = NULL;
+    int opt, threads = 2;
     while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 'm': model = optarg; break;
         case 'd': device = optarg; break;
+        case 'a': analyse = optarg; break;
+        case 'M': manifest = optarg; break;
+        case 't': threads = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if (analyse && manifest && optind == argc) {
+        int rc = vg_analyse_dir(analyse, manifest, device ? device : "cpu", threads, stdout);
+        fflush(stdout);
+        _exit(rc);
     }
     if (!path || !model || !device || optind < argc) {
         usage(stderr);

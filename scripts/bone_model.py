@@ -1,0 +1,176 @@
+"""The bone-lesion segmentation network and the inference steps that the
+node's C code (inference/bone.c) mirrors, for training, validation and the
+Python side of the benchmark.
+
+Architecture, in the spirit of BLDS (segment lesions in bone, then type
+each one): a small 3D U-Net on an isotropic 1.5 mm grid, two pooling levels,
+9 output classes (background + the 8 lesion types). Typing is per lesion:
+the voxel class probabilities of a connected lesion are summed, weighted by
+its foreground probability, and the largest sum names the type, so one
+lesion gets one type. The network takes raw Hounsfield units and windows
+them itself (a bone and a soft-tissue window), so the C side passes HU
+unchanged and cannot disagree with training about normalisation.
+
+Why this size: the node must analyse a 512x512x300 CT in under 30 s on two
+CPU cores, and training must fit in about two hours on the same cores.
+Most convolutions run at half resolution (about 16 kFLOP per voxel), and
+only windows that hold bone are run (sliding-window inference restricted
+to bone).
+"""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Soft-tissue window centre/width and bone window scale for the two input
+# channels (HU).
+SOFT_CENTER, SOFT_WIDTH = 40.0, 400.0
+BONE_SCALE = 1000.0
+HU_LO, HU_HI = -1000.0, 2000.0
+
+
+def conv_bn(cin, cout, k=3, stride=1):
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BoneSeg(nn.Module):
+    """Input [B, 1, D, H, W] in HU (D, H, W multiples of 4); output
+    [B, K+1, D, H, W] class probabilities (softmax), class 0 background.
+
+    Most of the work happens at half resolution (3 mm): a stem at full
+    resolution keeps the edges, a strided convolution halves the grid, a
+    two-level U-Net runs there, and its features are brought back to full
+    resolution and fused with the stem. Full-resolution 3x3x3 convolutions
+    are the costly ones on a CPU, so there are only two, of 8 channels."""
+
+    __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale"]
+
+    def __init__(self, n_classes: int = 8, ch=(8, 16, 32)):
+        super().__init__()
+        self.hu_lo, self.hu_hi = HU_LO, HU_HI
+        self.soft_center, self.soft_width = SOFT_CENTER, SOFT_WIDTH
+        self.bone_scale = BONE_SCALE
+        c0, c1, c2 = ch
+        self.stem = conv_bn(2, c0)
+        self.down = nn.Sequential(conv_bn(c0, c1, stride=2), conv_bn(c1, c1))
+        self.enc = nn.Sequential(conv_bn(c1, c2), conv_bn(c2, c2))
+        self.dec = nn.Sequential(conv_bn(c2 + c1, c1), conv_bn(c1, c1))
+        self.fuse = nn.Sequential(conv_bn(c1 + c0, c0, k=1), conv_bn(c0, c0))
+        self.head = nn.Conv3d(c0, n_classes + 1, 1)
+
+    def logits(self, hu: torch.Tensor) -> torch.Tensor:
+        hu = hu.clamp(self.hu_lo, self.hu_hi)
+        soft = ((hu - self.soft_center) / self.soft_width).clamp(-1.5, 1.5)
+        bone = hu / self.bone_scale
+        s = self.stem(torch.cat([soft, bone], dim=1))
+        h = self.down(s)
+        q = self.enc(F.max_pool3d(h, 2))
+        h = self.dec(torch.cat([F.interpolate(q, scale_factor=2.0, mode="trilinear",
+                                              align_corners=False), h], dim=1))
+        f = self.fuse(torch.cat([F.interpolate(h, scale_factor=2.0, mode="trilinear",
+                                               align_corners=False), s], dim=1))
+        return self.head(f)
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(hu), dim=1)
+
+
+# --- inference as the node does it (inference/bone.c) ---------------------
+
+def bone_region(hu, threshold, margin_voxels):
+    """Voxels above THRESHOLD HU, dilated by a cube of half-width MARGIN."""
+    m = torch.from_numpy((hu > threshold).astype(np.float32))[None, None]
+    if margin_voxels > 0:
+        k = 2 * margin_voxels + 1
+        m = F.max_pool3d(m, k, stride=1, padding=margin_voxels)
+    return m[0, 0].numpy() > 0
+
+
+def sliding_window(model, hu, region, window=64, context=8, batch=2):
+    """Foreground probability and per-class share maps, computed like the
+    node: windows whose core (window less context each side) holds bone,
+    core written once. Returns fg (float32) and cls (float32 [K, ...])."""
+    nz, ny, nx = hu.shape
+    step = window - 2 * context
+    k = None
+    fg = np.zeros(hu.shape, np.float32)
+    cls = None
+    pad = np.full((nz + window, ny + window, nx + window), -1024.0, np.float32)
+    pad[context:context + nz, context:context + ny, context:context + nx] = hu
+    jobs = []
+    for z in range(0, nz, step):
+        for y in range(0, ny, step):
+            for x in range(0, nx, step):
+                core = (z, min(z + step, nz), y, min(y + step, ny), x, min(x + step, nx))
+                if region[core[0]:core[1], core[2]:core[3], core[4]:core[5]].any():
+                    jobs.append(core)
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(jobs), batch):
+            chunk = jobs[i:i + batch]
+            inp = np.stack([pad[c[0]:c[0] + window, c[2]:c[2] + window,
+                                c[4]:c[4] + window] for c in chunk])[:, None]
+            out = model(torch.from_numpy(inp)).numpy()
+            if cls is None:
+                k = out.shape[1] - 1
+                cls = np.zeros((k,) + hu.shape, np.float32)
+            for b, c in enumerate(chunk):
+                dz, dy, dx = c[1] - c[0], c[3] - c[2], c[5] - c[4]
+                o = out[b, :, context:context + dz, context:context + dy, context:context + dx]
+                f = 1.0 - o[0]
+                fg[c[0]:c[1], c[2]:c[3], c[4]:c[5]] = f
+                share = o[1:] / np.maximum(f, 1e-4)
+                share[:, f <= 1e-4] = 0
+                cls[:, c[0]:c[1], c[2]:c[3], c[4]:c[5]] = np.minimum(share, 1.0)
+    if cls is None:
+        cls = np.zeros((1,) + hu.shape, np.float32)
+    return fg, cls, len(jobs)
+
+
+def label_components(mask):
+    """26-connected components of a boolean volume: (labels int32, n)."""
+    from scipy import ndimage
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    return lab.astype(np.int32), int(n)
+
+
+def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic):
+    """Lesions as the node finds them: list of dicts (type index 1..K,
+    probability, voxel count, centroid voxel, bbox voxel, mask indices) and
+    the patient score (noisy-OR of probability x metastatic share)."""
+    from scipy import ndimage
+    mask = region & (fg >= threshold)
+    lab, n = label_components(mask)
+    out = []
+    none = 1.0
+    min_vox = min_volume_mm3 / spacing ** 3
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        local = lab[sl] == i
+        count = int(local.sum())
+        if count < min_vox:
+            continue
+        off = [s.start for s in sl]
+        vox = tuple(v + o for v, o in zip(np.nonzero(local), off))
+        f = fg[vox]
+        sums = (cls[:, vox[0], vox[1], vox[2]] * f[None]).sum(axis=1)
+        total = sums.sum()
+        share = float(sums[metastatic].sum() / total) if total > 0 else 0.0
+        prob = float(f.mean())
+        none *= 1.0 - prob * share
+        out.append({
+            "type_index": int(np.argmax(sums)) + 1,
+            "probability": prob,
+            "voxels": count,
+            "centroid": [float(v.mean()) for v in vox],
+            "mean_hu": float(hu[vox].mean()),
+            "mask": vox,
+        })
+    out.sort(key=lambda d: -d["probability"])
+    return out, 1.0 - none
