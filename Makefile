@@ -79,7 +79,7 @@ TEST_C    := $(wildcard tests/unit/*.c)
 TEST_OBJ  := $(TEST_C:%.c=$(BUILD)/obj/%.o)
 DEPS      := $(LIB_OBJ:.o=.d) $(WLIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
 
-.PHONY: all setup run test unit integration bench format clean
+.PHONY: all setup run test unit integration bench models quality format clean
 
 all: $(BUILD)/vigil $(BUILD)/vigil-worker
 
@@ -143,6 +143,16 @@ test: setup
 
 bench: all
 	scripts/bench-ingest
+	scripts/bench-bone
+
+# Retrains the bone-lesion model on phantoms (about half an hour on two
+# cores) and rewrites models/bone; make test never does this.
+models: setup
+	scripts/train-bone --out models/bone
+
+# The bone model's quality table on 60 held-out phantoms.
+quality: all
+	scripts/quality-bone --cases 60
 
 format:
 	clang-format -i $(wildcard server/*.[ch] server/*.cpp storage/*.[ch] config/*.[ch] inference/*.[ch] inference/*.cpp tests/unit/*.[ch])

@@ -29,8 +29,10 @@ def wait_series_complete(node, study_uid, series_uid, timeout=20):
     return node.wait_for(done, timeout=timeout, what="series complete")
 
 
-def test_ct_series_300(node, ct_series):
+def test_ct_series_300(node, ct_series, tmp_path):
     node.add_ct_route("bone-ct", min_slices=20)
+    # No model to run: the job stays queued, so the queue itself is seen.
+    node.model_manifest = tmp_path / "no-model" / "manifest.json"
     node.start()
     files = ct_series["files"]
     res = storescu(node.port, files, timeout=600)

@@ -99,6 +99,8 @@ def test_sigterm_with_stalled_association(node, ct_series, tmp_path):
 
 def test_late_instance_reopens_series(node, small_series, tmp_path):
     node.add_ct_route("bone-ct", min_slices=20)
+    # No model to run: job versions stay visible in the queue.
+    node.model_manifest = tmp_path / "no-model" / "manifest.json"
     node.storage["series_quiet_seconds"] = 2
     node.storage["study_quiet_seconds"] = 3
     node.start()
