@@ -44,17 +44,7 @@ int vg_store_relpath(char *buf, size_t len, const char *study,
     return 0;
 }
 
-int vg_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
-static int fsync_file(const char *path)
+int vg_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -68,7 +58,7 @@ static int fsync_file(const char *path)
 static int mkdir_durable(const char *path, const char *parent)
 {
     if (mkdir(path, 0755) == 0)
-        return vg_fsync_dir(parent);
+        return vg_fsync_path(parent);
     return errno == EEXIST ? 0 : -errno;
 }
 
@@ -98,10 +88,10 @@ int vg_store_link(const char *dir, const char *tmp, const char *relpath, char *p
 int vg_store_place(const char *dir, const char *tmp, const char *relpath)
 {
     char parent[4096];
-    int rc = fsync_file(tmp);
+    int rc = vg_fsync_path(tmp);
     if (rc == 0)
         rc = vg_store_link(dir, tmp, relpath, parent, sizeof parent);
-    return rc < 0 ? rc : vg_fsync_dir(parent);
+    return rc < 0 ? rc : vg_fsync_path(parent);
 }
 
 int vg_store_prepare(const char *dir, int *removed_tmp)

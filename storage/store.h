@@ -41,7 +41,7 @@ int vg_store_prepare(const char *dir, int *removed_tmp);
 /* Free bytes for an unprivileged writer on the filesystem of DIR. */
 int vg_store_free_bytes(const char *dir, uint64_t *free_bytes);
 
-/* fsync of a directory; 0 or -errno. */
-int vg_fsync_dir(const char *path);
+/* fsync of a file or a directory by path; 0 or -errno. */
+int vg_fsync_path(const char *path);
 
 #endif

@@ -1,6 +1,8 @@
 /* fsync on a helper thread; see syncer.h. */
 #include "storage/syncer.h"
 
+#include "storage/store.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -19,16 +21,6 @@ struct vg_syncer {
     int result;
     int quit;
 };
-
-static int sync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
 
 /* Starts the kernel's write-back of PATH's dirty pages without waiting
  * for it; the fsync that follows then has little left to do. */
@@ -53,7 +45,7 @@ static void *run(void *arg)
             break;
         int hint = s->writeback;
         pthread_mutex_unlock(&s->lock);
-        int rc = hint ? start_writeback(s->path) : sync_path(s->path);
+        int rc = hint ? start_writeback(s->path) : vg_fsync_path(s->path);
         pthread_mutex_lock(&s->lock);
         if (!hint)
             s->result = rc;
