@@ -1,0 +1,106 @@
+"""Bone-lesion analysis through the real node: held-out phantoms (seeds
+training never used) are sent with storescu, a vigil-worker process
+analyses each completed series with the committed model, and the findings
+in /api/v1/studies/{uid} are checked against the phantoms' truth. A broken
+model, reader or post-processing cannot pass: detection, typing and the
+patient-level call are asserted, not just that a result exists."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import vigil
+
+QUALITY = vigil.load_script("quality-bone")
+
+MANIFEST = vigil.REPO / "models" / "bone" / "manifest.json"
+
+# Held-out cases: two with lesions of every type between them, one clean.
+CASES = [
+    (950001, ["osteolytic_metastasis", "bone_island", "haemangioma", "schmorl_node"]),
+    (950002, ["osteoblastic_metastasis", "mixed_metastasis", "endplate_osteitis",
+              "degenerative"]),
+    (950003, []),
+]
+
+# The floor the committed model meets on these cases (2 of 8 lesions found,
+# 1 of them typed right, 1 false positive per case when these were set).
+# They catch a broken reader, runtime or post-processing (no findings,
+# wrong types, a flood of false positives); they are far below the quality
+# the model is meant to reach (scripts/quality-bone reports that), and are
+# to be raised with each better model.
+MIN_SENSITIVITY = 0.2
+MIN_TYPE_ACCURACY = 0.25
+MAX_FP_PER_CASE = 3.0
+
+
+def phantom_module():
+    spec = importlib.util.spec_from_file_location(
+        "phantom_ct", str(vigil.REPO / "scripts" / "phantom_ct.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_case(ph, seed, types, out):
+    rng = np.random.default_rng(seed)
+    geometry = ph.sample_geometry(rng)
+    # A quick scan: 2.5 mm slices over about 250 mm.
+    geometry.update(slice_thickness=2.5, spacing_between_slices=2.5, n_slices=100)
+    case = ph.generate_case(seed, geometry=geometry, n_lesions=len(types),
+                            lesion_types=types or None)
+    truth = ph.write_case(case, str(out))
+    return truth
+
+
+@pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
+def test_bone_findings_match_phantom_truth(node, tmp_path):
+    ph = phantom_module()
+    node.add_ct_route(min_slices=20)
+    node.start()
+    health = node.get_json("/healthz")
+    node.wait_for(lambda: node.get_json("/healthz")["models"]["bone"]["available"],
+                  timeout=60, what="bone model loaded")
+    rows = []
+    for seed, types in CASES:
+        out = tmp_path / ("case-%d" % seed)
+        truth = make_case(ph, seed, types, out)
+        res = vigil.storescu(node.port, sorted(str(p) for p in (out / "dicom").iterdir()))
+        assert res.returncode == 0, res
+
+        def done():
+            s = node.study(truth["study_uid"])
+            r = [x for x in s.get("results", []) if x["status"] in ("done", "failed",
+                                                                    "not_analysable")]
+            return r[0] if r else None
+        result = node.wait_for(done, timeout=240, interval=1.0, what="analysis result")
+        assert result["status"] == "done", result
+        assert result["model"] == "bone"
+        assert result["model_version"]
+        for f in result["findings"]:
+            assert f["type"] in ph.LESION_TYPES
+            assert 0.0 <= f["probability"] <= 1.0
+            assert f["volume_mm3"] > 0
+            lo, hi = f["bbox_mm"]
+            assert all(lo[a] <= f["centroid_mm"][a] <= hi[a] for a in range(3)), f
+        pairs, fps = QUALITY.match(result["findings"], truth["lesions"])
+        typed = sum(result["findings"][i]["type"] == les["type"] for i, les in pairs)
+        rows.append({"seed": seed, "lesions": len(truth["lesions"]), "found": len(pairs),
+                     "typed": typed, "fp": len(fps), "positive": truth["positive"],
+                     "called": result["positive"], "score": result["patient_score"]})
+    print(json.dumps(rows, indent=1))
+    lesions = sum(r["lesions"] for r in rows)
+    found = sum(r["found"] for r in rows)
+    assert lesions >= 6
+    assert found / lesions >= MIN_SENSITIVITY, rows
+    assert sum(r["typed"] for r in rows) / max(found, 1) >= MIN_TYPE_ACCURACY, rows
+    assert sum(r["fp"] for r in rows) / len(rows) <= MAX_FP_PER_CASE, rows
+    # Every patient with a metastasis is called positive (the operating
+    # threshold is chosen for sensitivity), and the score is a probability.
+    for r in rows:
+        assert 0.0 <= r["score"] <= 1.0, rows
+        if r["positive"]:
+            assert r["called"], rows
+    assert health["models"]["bone"]["devices"][0]["device"] == "cpu"
