@@ -2,6 +2,7 @@
  * files on disk are the record; this index is how they are found. It
  * knows nothing of DICOM networking or HTTP. */
 #include "storage/index.h"
+#include "storage/index_int.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -510,4 +511,25 @@ int vg_index_meta_set(vg_index_t *idx, const char *key, const char *val)
     bind_text(st, 1, key);
     bind_text(st, 2, val);
     return step_reset(st);
+}
+
+sqlite3_stmt *vg__sql_prep(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    return st;
+}
+
+int vg__sql_run1(sqlite3_stmt *st)
+{
+    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : VG_EDB;
+}
+
+void vg__sql_text(sqlite3_stmt *st, int col, char *dst, size_t len)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+    snprintf(dst, len, "%s", v ? (const char *)v : "");
 }

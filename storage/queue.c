@@ -1,6 +1,7 @@
 /* The durable job queue; see queue.h. Each operation is one transaction
  * on the caller's connection, so two workers never lease the same job. */
 #include "storage/queue.h"
+#include "storage/index_int.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -13,22 +14,6 @@ static int exec(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : VG_EDB;
 }
 
-/* Prepares SQL; the statement is finalized by the caller. Statements here
- * run a few times per series, so caching them buys nothing. */
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return NULL;
-    return st;
-}
-
-static int run1(sqlite3_stmt *st)
-{
-    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : VG_EDB;
-}
 
 int vg_queue_push(vg_index_t *idx, const char *series_uid, const char *study_uid,
                   const char *route, const char *model, int64_t now_ms, int64_t *id,
@@ -40,7 +25,7 @@ int vg_queue_push(vg_index_t *idx, const char *series_uid, const char *study_uid
     int own = sqlite3_get_autocommit(db);
     if (own && exec(db, "BEGIN IMMEDIATE") < 0)
         return VG_EDB;
-    sqlite3_stmt *st = prep(db, "UPDATE jobs SET state = 'superseded', updated_ms = ?3,"
+    sqlite3_stmt *st = vg__sql_prep(db, "UPDATE jobs SET state = 'superseded', updated_ms = ?3,"
                                 " lease_owner = NULL, lease_until_ms = NULL"
                                 " WHERE series_uid = ?1 AND route = ?2"
                                 " AND state IN ('queued', 'running')");
@@ -49,9 +34,9 @@ int vg_queue_push(vg_index_t *idx, const char *series_uid, const char *study_uid
         sqlite3_bind_text(st, 2, route, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, now_ms);
     }
-    if (run1(st) < 0)
+    if (vg__sql_run1(st) < 0)
         goto fail;
-    st = prep(db, "INSERT INTO jobs(series_uid, study_uid, route, model, version, state,"
+    st = vg__sql_prep(db, "INSERT INTO jobs(series_uid, study_uid, route, model, version, state,"
                   " created_ms, updated_ms)"
                   " SELECT ?1, ?2, ?3, ?4, COALESCE(MAX(version), 0) + 1, 'queued', ?5, ?5"
                   " FROM jobs WHERE series_uid = ?1 AND route = ?3"
@@ -79,17 +64,11 @@ fail:
     return VG_EDB;
 }
 
-static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t len)
-{
-    const unsigned char *v = sqlite3_column_text(st, col);
-    snprintf(dst, len, "%s", v ? (const char *)v : "");
-}
-
 int vg_queue_lease(vg_index_t *idx, const char *model, const char *worker,
                    int64_t lease_ms, int64_t now_ms, vg_job_t *job)
 {
     sqlite3 *db = vg_index_db(idx);
-    sqlite3_stmt *st = prep(db,
+    sqlite3_stmt *st = vg__sql_prep(db,
         "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
         " lease_owner = ?2, lease_until_ms = ?3 + ?4, updated_ms = ?3"
         " WHERE id = (SELECT id FROM jobs WHERE model = ?1 AND (state = 'queued'"
@@ -105,10 +84,10 @@ int vg_queue_lease(vg_index_t *idx, const char *model, const char *worker,
     int ret = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? VG_ENOTFOUND : VG_EDB;
     if (rc == SQLITE_ROW) {
         job->id = sqlite3_column_int64(st, 0);
-        copy_col(st, 1, job->series_uid, sizeof job->series_uid);
-        copy_col(st, 2, job->study_uid, sizeof job->study_uid);
-        copy_col(st, 3, job->route, sizeof job->route);
-        copy_col(st, 4, job->model, sizeof job->model);
+        vg__sql_text(st, 1, job->series_uid, sizeof job->series_uid);
+        vg__sql_text(st, 2, job->study_uid, sizeof job->study_uid);
+        vg__sql_text(st, 3, job->route, sizeof job->route);
+        vg__sql_text(st, 4, job->model, sizeof job->model);
         job->version = sqlite3_column_int(st, 5);
         job->attempts = sqlite3_column_int(st, 6);
     }
@@ -119,14 +98,14 @@ int vg_queue_lease(vg_index_t *idx, const char *model, const char *worker,
 int vg_queue_done(vg_index_t *idx, int64_t id, int64_t now_ms)
 {
     sqlite3 *db = vg_index_db(idx);
-    sqlite3_stmt *st = prep(db, "UPDATE jobs SET state = 'done', updated_ms = ?2,"
+    sqlite3_stmt *st = vg__sql_prep(db, "UPDATE jobs SET state = 'done', updated_ms = ?2,"
                                 " lease_owner = NULL, lease_until_ms = NULL"
                                 " WHERE id = ?1 AND state = 'running'");
     if (!st)
         return VG_EDB;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, now_ms);
-    if (run1(st) < 0)
+    if (vg__sql_run1(st) < 0)
         return VG_EDB;
     return sqlite3_changes(db) == 1 ? 0 : VG_ENOTFOUND;
 }
@@ -135,7 +114,7 @@ int vg_queue_fail(vg_index_t *idx, int64_t id, const char *error, int max_attemp
                   int64_t now_ms)
 {
     sqlite3 *db = vg_index_db(idx);
-    sqlite3_stmt *st = prep(db,
+    sqlite3_stmt *st = vg__sql_prep(db,
         "UPDATE jobs SET state = CASE WHEN attempts < ?3 THEN 'queued' ELSE 'failed' END,"
         " last_error = ?2, updated_ms = ?4, lease_owner = NULL, lease_until_ms = NULL"
         " WHERE id = ?1 AND state = 'running'");
@@ -145,7 +124,7 @@ int vg_queue_fail(vg_index_t *idx, int64_t id, const char *error, int max_attemp
     sqlite3_bind_text(st, 2, error, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, max_attempts);
     sqlite3_bind_int64(st, 4, now_ms);
-    if (run1(st) < 0)
+    if (vg__sql_run1(st) < 0)
         return VG_EDB;
     return sqlite3_changes(db) == 1 ? 0 : VG_ENOTFOUND;
 }
@@ -161,7 +140,7 @@ int vg_queue_recover(vg_index_t *idx)
 
 int vg_queue_depth(vg_index_t *idx, int64_t *depth)
 {
-    sqlite3_stmt *st = prep(vg_index_db(idx), "SELECT count(*) FROM jobs"
+    sqlite3_stmt *st = vg__sql_prep(vg_index_db(idx), "SELECT count(*) FROM jobs"
                                               " WHERE state IN ('queued', 'running')");
     if (!st)
         return VG_EDB;

@@ -1,5 +1,6 @@
 /* The workers table; see workers.h. */
 #include "storage/workers.h"
+#include "storage/index_int.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -11,38 +12,18 @@
     "name, model, device, pid, available, version, error, jobs_done, jobs_failed,"         \
     " updated_ms"
 
-static sqlite3_stmt *prep(vg_index_t *idx, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(vg_index_db(idx), sql, -1, &st, NULL) != SQLITE_OK)
-        return NULL;
-    return st;
-}
-
-static int run1(sqlite3_stmt *st)
-{
-    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : VG_EDB;
-}
-
-static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t len)
-{
-    const unsigned char *v = sqlite3_column_text(st, col);
-    snprintf(dst, len, "%s", v ? (const char *)v : "");
-}
 
 /* The current row of ST (selected as COLUMNS) into *ws. */
 static void read_row(sqlite3_stmt *st, vg_worker_state_t *ws)
 {
     memset(ws, 0, sizeof *ws);
-    copy_col(st, 0, ws->name, sizeof ws->name);
-    copy_col(st, 1, ws->model, sizeof ws->model);
-    copy_col(st, 2, ws->device, sizeof ws->device);
+    vg__sql_text(st, 0, ws->name, sizeof ws->name);
+    vg__sql_text(st, 1, ws->model, sizeof ws->model);
+    vg__sql_text(st, 2, ws->device, sizeof ws->device);
     ws->pid = sqlite3_column_int(st, 3);
     ws->available = sqlite3_column_int(st, 4);
-    copy_col(st, 5, ws->version, sizeof ws->version);
-    copy_col(st, 6, ws->error, sizeof ws->error);
+    vg__sql_text(st, 5, ws->version, sizeof ws->version);
+    vg__sql_text(st, 6, ws->error, sizeof ws->error);
     ws->jobs_done = sqlite3_column_int64(st, 7);
     ws->jobs_failed = sqlite3_column_int64(st, 8);
     ws->updated_ms = sqlite3_column_int64(st, 9);
@@ -53,7 +34,7 @@ int vg_worker_state_put(vg_index_t *idx, const vg_worker_state_t *ws)
     /* An upsert, not INSERT OR REPLACE: the row keeps its rowid, so the
      * API lists workers in the order the node first wrote them. */
     sqlite3_stmt *st =
-        prep(idx, "INSERT INTO workers(" COLUMNS ")"
+        vg__sql_prep(vg_index_db(idx), "INSERT INTO workers(" COLUMNS ")"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                   " ON CONFLICT(name) DO UPDATE SET model = excluded.model,"
                   " device = excluded.device, pid = excluded.pid,"
@@ -76,14 +57,14 @@ int vg_worker_state_put(vg_index_t *idx, const vg_worker_state_t *ws)
     sqlite3_bind_int64(st, 8, ws->jobs_done);
     sqlite3_bind_int64(st, 9, ws->jobs_failed);
     sqlite3_bind_int64(st, 10, ws->updated_ms);
-    if (run1(st) < 0)
+    if (vg__sql_run1(st) < 0)
         return VG_EDB;
     return sqlite3_changes(vg_index_db(idx)) == 1 ? 0 : VG_EBUSY;
 }
 
 int vg_worker_state_get(vg_index_t *idx, const char *name, vg_worker_state_t *ws)
 {
-    sqlite3_stmt *st = prep(idx, "SELECT " COLUMNS " FROM workers WHERE name = ?1");
+    sqlite3_stmt *st = vg__sql_prep(vg_index_db(idx), "SELECT " COLUMNS " FROM workers WHERE name = ?1");
     if (!st)
         return VG_EDB;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -96,7 +77,7 @@ int vg_worker_state_get(vg_index_t *idx, const char *name, vg_worker_state_t *ws
 
 int vg_worker_state_exited(vg_index_t *idx, const char *name, int pid, int64_t now_ms)
 {
-    sqlite3_stmt *st = prep(idx, "UPDATE workers SET pid = NULL, available = 0,"
+    sqlite3_stmt *st = vg__sql_prep(vg_index_db(idx), "UPDATE workers SET pid = NULL, available = 0,"
                                  " updated_ms = ?3 WHERE name = ?1"
                                  " AND (pid IS NULL OR pid = ?2)");
     if (!st)
@@ -104,18 +85,18 @@ int vg_worker_state_exited(vg_index_t *idx, const char *name, int pid, int64_t n
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, pid);
     sqlite3_bind_int64(st, 3, now_ms);
-    return run1(st);
+    return vg__sql_run1(st);
 }
 
 int vg_worker_state_clear(vg_index_t *idx)
 {
-    return run1(prep(idx, "DELETE FROM workers"));
+    return vg__sql_run1(vg__sql_prep(vg_index_db(idx), "DELETE FROM workers"));
 }
 
 int vg_worker_state_each(vg_index_t *idx, int (*fn)(void *arg, const vg_worker_state_t *st),
                          void *arg)
 {
-    sqlite3_stmt *st = prep(idx, "SELECT " COLUMNS " FROM workers ORDER BY rowid");
+    sqlite3_stmt *st = vg__sql_prep(vg_index_db(idx), "SELECT " COLUMNS " FROM workers ORDER BY rowid");
     if (!st)
         return VG_EDB;
     int rc, ret = 0;
@@ -133,7 +114,7 @@ int vg_worker_state_each(vg_index_t *idx, int (*fn)(void *arg, const vg_worker_s
 
 int vg_worker_state_orphan(vg_index_t *idx, const char *name, vg_job_t *job)
 {
-    sqlite3_stmt *st = prep(idx, "SELECT id, series_uid, study_uid, route, model, version,"
+    sqlite3_stmt *st = vg__sql_prep(vg_index_db(idx), "SELECT id, series_uid, study_uid, route, model, version,"
                                  " attempts FROM jobs WHERE state = 'running'"
                                  " AND lease_owner = ?1 ORDER BY id LIMIT 1");
     if (!st)
@@ -143,10 +124,10 @@ int vg_worker_state_orphan(vg_index_t *idx, const char *name, vg_job_t *job)
     if (rc == SQLITE_ROW) {
         memset(job, 0, sizeof *job);
         job->id = sqlite3_column_int64(st, 0);
-        copy_col(st, 1, job->series_uid, sizeof job->series_uid);
-        copy_col(st, 2, job->study_uid, sizeof job->study_uid);
-        copy_col(st, 3, job->route, sizeof job->route);
-        copy_col(st, 4, job->model, sizeof job->model);
+        vg__sql_text(st, 1, job->series_uid, sizeof job->series_uid);
+        vg__sql_text(st, 2, job->study_uid, sizeof job->study_uid);
+        vg__sql_text(st, 3, job->route, sizeof job->route);
+        vg__sql_text(st, 4, job->model, sizeof job->model);
         job->version = sqlite3_column_int(st, 5);
         job->attempts = sqlite3_column_int(st, 6);
     }
