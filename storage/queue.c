@@ -82,17 +82,22 @@ int vg_queue_lease(vg_index_t *idx, const char *model, const char *worker,
     sqlite3_bind_int64(st, 4, lease_ms);
     int rc = sqlite3_step(st);
     int ret = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? VG_ENOTFOUND : VG_EDB;
-    if (rc == SQLITE_ROW) {
-        job->id = sqlite3_column_int64(st, 0);
-        vg__sql_text(st, 1, job->series_uid, sizeof job->series_uid);
-        vg__sql_text(st, 2, job->study_uid, sizeof job->study_uid);
-        vg__sql_text(st, 3, job->route, sizeof job->route);
-        vg__sql_text(st, 4, job->model, sizeof job->model);
-        job->version = sqlite3_column_int(st, 5);
-        job->attempts = sqlite3_column_int(st, 6);
-    }
+    if (rc == SQLITE_ROW)
+        vg__queue_read_job(st, job);
     sqlite3_finalize(st);
     return ret;
+}
+
+void vg__queue_read_job(sqlite3_stmt *st, vg_job_t *job)
+{
+    memset(job, 0, sizeof *job);
+    job->id = sqlite3_column_int64(st, 0);
+    vg__sql_text(st, 1, job->series_uid, sizeof job->series_uid);
+    vg__sql_text(st, 2, job->study_uid, sizeof job->study_uid);
+    vg__sql_text(st, 3, job->route, sizeof job->route);
+    vg__sql_text(st, 4, job->model, sizeof job->model);
+    job->version = sqlite3_column_int(st, 5);
+    job->attempts = sqlite3_column_int(st, 6);
 }
 
 int vg_queue_done(vg_index_t *idx, int64_t id, int64_t now_ms)

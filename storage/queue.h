@@ -45,6 +45,12 @@ int vg_queue_fail(vg_index_t *idx, int64_t id, const char *error, int max_attemp
 /* Start-up: running -> queued. Returns how many, or VG_EDB. */
 int vg_queue_recover(vg_index_t *idx);
 
+/* Fills *job from a row whose columns are id, series_uid, study_uid,
+ * route, model, version, attempts (the queue's and the workers table's
+ * job queries share this order). Internal to storage/. */
+struct sqlite3_stmt;
+void vg__queue_read_job(struct sqlite3_stmt *st, vg_job_t *job);
+
 /* Jobs queued or running. */
 int vg_queue_depth(vg_index_t *idx, int64_t *depth);
 

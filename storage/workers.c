@@ -1,6 +1,7 @@
 /* The workers table; see workers.h. */
 #include "storage/workers.h"
 #include "storage/index_int.h"
+#include "storage/queue.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -121,16 +122,8 @@ int vg_worker_state_orphan(vg_index_t *idx, const char *name, vg_job_t *job)
         return VG_EDB;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        memset(job, 0, sizeof *job);
-        job->id = sqlite3_column_int64(st, 0);
-        vg__sql_text(st, 1, job->series_uid, sizeof job->series_uid);
-        vg__sql_text(st, 2, job->study_uid, sizeof job->study_uid);
-        vg__sql_text(st, 3, job->route, sizeof job->route);
-        vg__sql_text(st, 4, job->model, sizeof job->model);
-        job->version = sqlite3_column_int(st, 5);
-        job->attempts = sqlite3_column_int(st, 6);
-    }
+    if (rc == SQLITE_ROW)
+        vg__queue_read_job(st, job);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? VG_ENOTFOUND : VG_EDB;
 }
