@@ -53,6 +53,7 @@ static const struct kind kinds[K_SKIP] = {
     [K_NODE] = {.name = "node"},
     [K_STORAGE] = {.name = "storage"},
     [K_HTTP] = {.name = "http"},
+    [K_OUTBOX] = {.name = "outbox"},
     [K_AE] = {.name = "ae", NAMED(vg_ae_cfg_t, aes, n_aes, "pacs")},
     [K_ROUTE] = {.name = "route",
                  NAMED(vg_route_cfg_t, routes, n_routes, "bone-ct")},

@@ -23,6 +23,9 @@ typedef struct vg_ae_cfg {
     char host[256];                       /* "" = any host */
     int port;                             /* 0 = none (sources) */
     int role;                             /* VG_ROLE_* (required) */
+    int tls;                              /* bool: DICOM over TLS (destinations) */
+    char tls_ca_file[VG_PATH_MAX];        /* CA certificate(s), PEM, that must
+                                             have signed the peer's; "" = none */
     int line;                             /* line of the section header */
 } vg_ae_cfg_t;
 
@@ -60,6 +63,9 @@ typedef struct vg_config {
         int dimse_timeout;                /* seconds */
         int shutdown_timeout;             /* seconds to let associations end */
         int log_level;                    /* VG_LOG_* */
+        char tls_certificate[VG_PATH_MAX]; /* our certificate (PEM) for TLS
+                                              client authentication; "" = none */
+        char tls_private_key[VG_PATH_MAX]; /* its private key (PEM, unencrypted) */
     } node;
     struct {
         char dir[VG_PATH_MAX];            /* absolute after loading */
@@ -72,6 +78,11 @@ typedef struct vg_config {
         char bind[64];
         int port;
     } http;
+    struct {
+        int retry_initial_seconds;        /* first wait after a failed send */
+        int retry_max_seconds;            /* the wait doubles up to this */
+        int max_attempts;                 /* then "failed"; 0 = never give up */
+    } outbox;
     vg_ae_cfg_t *aes;                     /* [ae NAME] sections */
     int n_aes;
     vg_route_cfg_t *routes;               /* [route NAME] sections */
@@ -98,7 +109,7 @@ const vg_model_cfg_t *vg_config_find_model(const vg_config_t *cfg, const char *n
 
 /* Writes the key table, one key per line:
  * "section key type default", where section is "node", "storage",
- * "http", "ae" or "route". Used by --print-keys and the tests that check
+ * "http", "outbox", "ae", "route" or "model". Used by --print-keys and the tests that check
  * that the example configuration documents every key. */
 void vg_config_print_keys(FILE *f);
 

@@ -21,6 +21,7 @@ enum {
     K_NODE,
     K_STORAGE,
     K_HTTP,
+    K_OUTBOX,
     K_AE,
     K_ROUTE,
     K_MODEL,

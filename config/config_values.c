@@ -59,6 +59,10 @@ const struct key vg__config_keys[] = {
      F_CFG(node.shutdown_timeout), NULL, NULL, 0},
     {K_NODE, "log_level", T_ENUM, 0, 0, "", "info", F_CFG(node.log_level),
      log_levels, NULL, 0},
+    {K_NODE, "tls_certificate", T_PATH, 0, VG_PATH_MAX - 1, "characters", "",
+     F_CFG(node.tls_certificate), NULL, NULL, 0},
+    {K_NODE, "tls_private_key", T_PATH, 0, VG_PATH_MAX - 1, "characters", "",
+     F_CFG(node.tls_private_key), NULL, NULL, 0},
     {K_STORAGE, "dir", T_PATH, 1, VG_PATH_MAX - 1, "characters", "var",
      F_CFG(storage.dir), NULL, NULL, 0},
     {K_STORAGE, "min_free_disk", T_SIZE, 0, PEBI, "bytes", "1G",
@@ -73,12 +77,21 @@ const struct key vg__config_keys[] = {
      F_CFG(http.bind), NULL, check_ip, 0},
     {K_HTTP, "port", T_INT, 1, 65535, "", "8080", F_CFG(http.port), NULL,
      NULL, 0},
+    {K_OUTBOX, "retry_initial_seconds", T_INT, 1, 86400, "seconds", "10",
+     F_CFG(outbox.retry_initial_seconds), NULL, NULL, 0},
+    {K_OUTBOX, "retry_max_seconds", T_INT, 1, 604800, "seconds", "600",
+     F_CFG(outbox.retry_max_seconds), NULL, NULL, 0},
+    {K_OUTBOX, "max_attempts", T_INT, 0, 1000000, "", "0",
+     F_CFG(outbox.max_attempts), NULL, NULL, 0},
     {K_AE, "ae_title", T_STRING, 1, VG_AE_TITLE_MAX, "characters", NULL,
      F_AE(ae_title), NULL, check_ae_title, 0},
     {K_AE, "host", T_STRING, 0, 255, "characters", "", F_AE(host), NULL,
      check_host, 0},
     {K_AE, "port", T_INT, 0, 65535, "", "0", F_AE(port), NULL, NULL, 0},
     {K_AE, "role", T_ENUM, 0, 0, "", NULL, F_AE(role), roles, NULL, 0},
+    {K_AE, "tls", T_BOOL, 0, 1, "", "no", F_AE(tls), NULL, NULL, 0},
+    {K_AE, "tls_ca_file", T_PATH, 0, VG_PATH_MAX - 1, "characters", "",
+     F_AE(tls_ca_file), NULL, NULL, 0},
     {K_ROUTE, "model", T_STRING, 1, VG_NAME_MAX - 1, "characters", NULL,
      F_RT(model), NULL, vg__config_check_name, 0},
     {K_ROUTE, "modality", T_STRING, 1, 16, "characters", NULL,
@@ -350,11 +363,16 @@ static int clean_path(const char *in, char *out, size_t outlen)
 
 /* A relative path is relative to the directory of the config file, not to
  * the daemon's working directory, so a unit file or `make run` started
- * from anywhere finds the same data. */
+ * from anywhere finds the same data. A key whose lower bound is 0 may be
+ * empty: an optional file that is not given. */
 static int set_path(const struct key *k, void *base, const char *v,
                     const char *dir, char *msg, size_t len)
 {
     char joined[2 * VG_PATH_MAX];
+    if (!*v && k->lo == 0) { /* an optional file: "" means none */
+        *((char *)base + k->off) = '\0';
+        return 0;
+    }
     if (!*v) {
         snprintf(msg, len, "must not be empty");
         return -1;
@@ -486,9 +504,62 @@ static void check_storage(struct parse *p, const vg_config_t *cfg)
                         "study_quiet_seconds (%d)", series, study);
 }
 
+static void check_outbox(struct parse *p, const vg_config_t *cfg)
+{
+    int first = cfg->outbox.retry_initial_seconds;
+    int most = cfg->outbox.retry_max_seconds;
+    if (most >= first)
+        return;
+    int line = vg__config_key_line(p, K_OUTBOX, 0, "retry_max_seconds");
+    if (line)
+        vg__config_errf(p, line, "retry_max_seconds", "%d must be >= "
+                        "retry_initial_seconds (%d)", most, first);
+    else
+        vg__config_errf(p, vg__config_key_line(p, K_OUTBOX, 0,
+                                               "retry_initial_seconds"),
+                        "retry_initial_seconds", "%d must be <= "
+                        "retry_max_seconds (%d)", first, most);
+}
+
+/* The node's own TLS identity, for destinations that ask for a client
+ * certificate: a certificate without its key (or the reverse) is a
+ * mistake, not a choice. */
+static void check_node_tls(struct parse *p, const vg_config_t *cfg)
+{
+    int has_cert = cfg->node.tls_certificate[0] != '\0';
+    int has_key = cfg->node.tls_private_key[0] != '\0';
+    if (has_cert && !has_key)
+        vg__config_errf(p, vg__config_key_line(p, K_NODE, 0, "tls_certificate"),
+                        "tls_private_key", "required when tls_certificate is set");
+    else if (has_key && !has_cert)
+        vg__config_errf(p, vg__config_key_line(p, K_NODE, 0, "tls_private_key"),
+                        "tls_certificate", "required when tls_private_key is set");
+}
+
+/* TLS to a destination always verifies the peer's certificate, so it
+ * needs the CA that signed it. The listener does not speak TLS, so a
+ * source cannot ask for it. */
+static void check_ae_tls(struct parse *p, const vg_ae_cfg_t *a, int i)
+{
+    int l_tls = vg__config_key_line(p, K_AE, i, "tls");
+    if (!a->tls)
+        return;
+    if (a->role == VG_ROLE_SOURCE)
+        vg__config_errf(p, l_tls, "tls", "only a destination can use TLS (the "
+                        "DICOM listener does not)");
+    else if (!a->tls_ca_file[0])
+        vg__config_errf(p, l_tls, "tls_ca_file", "required in [ae %s] when tls = "
+                        "yes: the destination's certificate is always verified",
+                        a->name);
+}
+
 static void check_ae(struct parse *p, const vg_config_t *cfg, int i)
 {
     const vg_ae_cfg_t *a = &cfg->aes[i];
+    check_ae_tls(p, a, i);
+    if (a->role == VG_ROLE_DESTINATION && !a->host[0])
+        vg__config_errf(p, a->line, "host", "required in [ae %s] when role = "
+                        "destination (the address results are sent to)", a->name);
     int l_port = vg__config_key_line(p, K_AE, i, "port");
     if (a->role == VG_ROLE_DESTINATION && a->port == 0 && l_port)
         vg__config_errf(p, l_port, "port", "must be 1..65535 when role = "
@@ -540,6 +611,8 @@ static void check_route(struct parse *p, const vg_config_t *cfg, int i)
 void vg__config_check_sections(struct parse *p, const vg_config_t *cfg)
 {
     check_storage(p, cfg);
+    check_outbox(p, cfg);
+    check_node_tls(p, cfg);
     for (int i = 0; i < cfg->n_aes; i++)
         check_ae(p, cfg, i);
     for (int i = 0; i < cfg->n_routes; i++)

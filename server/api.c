@@ -1,7 +1,8 @@
 /* The node's HTTP routes: /healthz, /metrics (Prometheus text) and the
- * read-only JSON API under /api/v1. It reads the index through prepared
- * statements of its own and writes nothing; JSON is built with cJSON. It
- * knows nothing of sockets: vg_http hands it whole requests. */
+ * JSON API under /api/v1. It reads the index through prepared statements
+ * of its own; its one write is POST /api/v1/outbox/ID/retry, through
+ * storage/outbox.h. JSON is built with cJSON. It knows nothing of
+ * sockets: vg_http hands it whole requests. */
 #include "server/api.h"
 
 #include <cjson/cJSON.h>
@@ -18,6 +19,7 @@
 #include "server/error.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "storage/outbox.h"
 #include "storage/workers.h"
 
 #define LIST_DEFAULT 100
@@ -450,15 +452,21 @@ static void write_counters(FILE *f)
     for (int i = 0; i < VG_STOREFAIL_COUNT; i++)
         labelled(f, "vigil_store_failures_total", "reason", vg_storefail_label(i),
                  vg_metric_get(store_failures[i]));
+    metric(f, "vigil_outbox_sent_total", "counter",
+           "Result objects a destination acknowledged.", vg_metric_get(outbox_sent));
+    metric(f, "vigil_outbox_failed_total", "counter",
+           "Attempts to send a result object that failed.", vg_metric_get(outbox_failed));
 }
 
 static int write_index_gauges(vg_api_t *api, FILE *f)
 {
-    int64_t jobs[N_JOB_STATES], series[N_SERIES_STATES];
+    int64_t jobs[N_JOB_STATES], series[N_SERIES_STATES], outbox[VG_OUTBOX_NSTATES];
     int rc = count_by_state(stmt(api, Q_JOB_STATES), job_states, N_JOB_STATES, jobs);
     if (rc == 0)
         rc = count_by_state(stmt(api, Q_SERIES_STATES), series_states, N_SERIES_STATES,
                             series);
+    if (rc == 0)
+        rc = vg_outbox_counts(api->idx, outbox);
     if (rc < 0)
         return rc;
     metric(f, "vigil_queue_depth", "gauge", "Inference jobs queued or running.",
@@ -469,6 +477,9 @@ static int write_index_gauges(vg_api_t *api, FILE *f)
     metric_head(f, "vigil_series", "gauge", "Indexed series by state.");
     for (int i = 0; i < N_SERIES_STATES; i++)
         labelled(f, "vigil_series", "state", series_states[i], (uint64_t)series[i]);
+    metric_head(f, "vigil_outbox", "gauge", "Outbox entries by state.");
+    for (int i = 0; i < VG_OUTBOX_NSTATES; i++)
+        labelled(f, "vigil_outbox", "state", vg_outbox_state_names[i], (uint64_t)outbox[i]);
     return 0;
 }
 
@@ -656,23 +667,171 @@ static int get_jobs(vg_api_t *api, const vg_http_request_t *req, const char *arg
     return reply_json(r, 200, root);
 }
 
-/* A route whose path ends in '/' takes one more segment as its argument. */
+/* One outbox entry as JSON; times as ISO-8601, null when they do not
+ * apply (next_attempt of an entry that is sent or failed). */
+static cJSON *outbox_json(const vg_outbox_entry_t *e)
+{
+    char when[40];
+    cJSON *o = cJSON_CreateObject();
+    int due = strcmp(e->state, "queued") == 0 || strcmp(e->state, "sending") == 0;
+    cJSON *result = e->obj.result_id ? cJSON_CreateNumber((double)e->obj.result_id)
+                                     : cJSON_CreateNull();
+    int ok = o && result && cJSON_AddNumberToObject(o, "id", (double)e->id) &&
+             cJSON_AddItemToObject(o, "result_id", result) &&
+             cJSON_AddStringToObject(o, "destination", e->destination) &&
+             cJSON_AddStringToObject(o, "sop_uid", e->obj.sop_uid) &&
+             cJSON_AddStringToObject(o, "sop_class_uid", e->obj.sop_class_uid) &&
+             cJSON_AddStringToObject(o, "study_uid", e->obj.study_uid) &&
+             cJSON_AddStringToObject(o, "series_uid", e->obj.series_uid) &&
+             cJSON_AddStringToObject(o, "state", e->state) &&
+             cJSON_AddNumberToObject(o, "attempts", e->attempts);
+    if (ok && due) {
+        iso_time(e->next_attempt_ms, when, sizeof when);
+        ok = cJSON_AddStringToObject(o, "next_attempt", when) != NULL;
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(o, "next_attempt") != NULL;
+    }
+    if (ok && e->last_error[0])
+        ok = cJSON_AddStringToObject(o, "last_error", e->last_error) != NULL;
+    else if (ok)
+        ok = cJSON_AddNullToObject(o, "last_error") != NULL;
+    iso_time(e->created_ms, when, sizeof when);
+    ok = ok && cJSON_AddStringToObject(o, "created", when);
+    if (ok && e->sent_ms) {
+        iso_time(e->sent_ms, when, sizeof when);
+        ok = cJSON_AddStringToObject(o, "sent", when) != NULL;
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(o, "sent") != NULL;
+    }
+    if (!ok) {
+        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "result_id"))
+            cJSON_Delete(result); /* not yet owned by O */
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int add_outbox_entry(void *arg, const vg_outbox_entry_t *e)
+{
+    cJSON *o = outbox_json(e);
+    if (!o || !cJSON_AddItemToArray(arg, o)) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int get_outbox(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                      vg_http_reply_t *r)
+{
+    (void)arg;
+    char state[32];
+    long long limit = LIST_DEFAULT;
+    int rc = vg_http_query_param(req->query, "state", state, sizeof state);
+    int known = 0;
+    for (int i = 0; rc == 0 && i < VG_OUTBOX_NSTATES; i++)
+        known |= strcmp(state, vg_outbox_state_names[i]) == 0;
+    if (rc != VG_ENOTFOUND && !known)
+        return reply_error(r, 400, "unknown outbox state (queued, sending, sent or failed)",
+                           NULL, NULL);
+    if (query_count(req->query, "limit", LIST_MAX, &limit) < 0)
+        return reply_error(r, 400, "limit must be a non-negative integer", NULL, NULL);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "outbox");
+    const char *only = known ? state : NULL;
+    rc = arr ? vg_outbox_list(api->idx, only, (int)limit, add_outbox_entry, arr) : -ENOMEM;
+    if (rc < 0) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    return reply_json(r, 200, root);
+}
+
+/* POST /api/v1/outbox/ID/retry: a failed (or waiting) entry is sent again
+ * now, with a fresh series of attempts. */
+static int post_outbox_retry(vg_api_t *api, const vg_http_request_t *req, const char *arg,
+                             vg_http_reply_t *r)
+{
+    (void)req;
+    char *end;
+    errno = 0;
+    long long id = isdigit((unsigned char)arg[0]) ? strtoll(arg, &end, 10) : -1;
+    if (id <= 0 || *end || errno)
+        return reply_error(r, 404, "outbox entry not found", "id", arg);
+    vg_outbox_entry_t e;
+    int rc = vg_outbox_retry(api->idx, id, vg_now_ms(), &e);
+    if (rc == VG_ENOTFOUND)
+        return reply_error(r, 404, "outbox entry not found", "id", arg);
+    if (rc == VG_EBUSY) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *entry = outbox_json(&e);
+        const char *why = strcmp(e.state, "sent") == 0 ? "already sent" : "being sent now";
+        if (!o || !entry || !cJSON_AddStringToObject(o, "error", why) ||
+            !cJSON_AddItemToObject(o, "entry", entry)) {
+            cJSON_Delete(o);
+            cJSON_Delete(entry);
+            return -ENOMEM;
+        }
+        return reply_json(r, 409, o);
+    }
+    if (rc < 0)
+        return rc;
+    vg_log(VG_LOG_INFO, "outbox %lld: retry asked through the API: %s to [ae %s] due now",
+           id, e.obj.sop_uid, e.destination);
+    if (api->wake)
+        api->wake(api->wake_arg);
+    cJSON *o = outbox_json(&e);
+    return o ? reply_json(r, 200, o) : -ENOMEM;
+}
+
+/* A route whose path ends in '/' takes one more segment as its argument;
+ * a '*' segment is the argument in the middle of a path. METHOD NULL:
+ * GET and HEAD. */
 static const struct route {
     const char *path;
     route_fn fn;
+    const char *method;
 } routes[] = {
-    {"/healthz", get_healthz},        {"/metrics", get_metrics},
-    {"/api/v1/studies", get_studies}, {"/api/v1/studies/", get_study},
-    {"/api/v1/jobs", get_jobs},
+    {"/healthz", get_healthz, NULL},
+    {"/metrics", get_metrics, NULL},
+    {"/api/v1/studies", get_studies, NULL},
+    {"/api/v1/studies/", get_study, NULL},
+    {"/api/v1/jobs", get_jobs, NULL},
+    {"/api/v1/outbox", get_outbox, NULL},
+    {"/api/v1/outbox/*/retry", post_outbox_retry, "POST"},
 };
+
+/* 1 when PATH matches P, whose '*' (if any) stands for one non-empty
+ * segment; the segment is copied to SEG. */
+static int path_matches(const char *p, const char *path, char *seg, size_t seglen)
+{
+    const char *star = strchr(p, '*');
+    if (!star)
+        return strcmp(path, p) == 0;
+    size_t pre = (size_t)(star - p);
+    if (strncmp(path, p, pre) != 0)
+        return 0;
+    const char *s = path + pre;
+    size_t w = strcspn(s, "/");
+    if (w == 0 || w >= seglen || strcmp(s + w, star + 1) != 0)
+        return 0;
+    memcpy(seg, s, w);
+    seg[w] = '\0';
+    return 1;
+}
 
 static const struct route *route_find(const char *path, const char **arg)
 {
+    static char seg[256]; /* the loop thread's only */
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const char *p = routes[i].path;
         size_t n = strlen(p);
-        if (p[n - 1] != '/' && strcmp(path, p) == 0)
+        if (p[n - 1] != '/' && path_matches(p, path, seg, sizeof seg)) {
+            if (strchr(p, '*'))
+                *arg = seg;
             return &routes[i];
+        }
         if (p[n - 1] == '/' && strncmp(path, p, n) == 0 && path[n] &&
             !strchr(path + n, '/')) {
             *arg = path + n;
@@ -690,9 +849,12 @@ void vg_api_handle(void *ctx, const vg_http_request_t *req, vg_http_reply_t *rep
     int rc;
     if (!rt) {
         rc = reply_error(reply, 404, "not found", NULL, NULL);
-    } else if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+    } else if (!rt->method && strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
         rc = reply_error(reply, 405, "method not allowed", NULL, NULL);
         reply->headers = "Allow: GET, HEAD\r\n";
+    } else if (rt->method && strcmp(req->method, rt->method)) {
+        rc = reply_error(reply, 405, "method not allowed", NULL, NULL);
+        reply->headers = "Allow: POST\r\n";
     } else {
         rc = rt->fn(api, req, arg, reply);
     }

@@ -1,6 +1,7 @@
 /* The JSON API, /healthz and /metrics: the handler behind vg_http. It
  * reads the index through its own connection on the loop thread; the
- * models in /healthz come from the workers table (storage/workers.h). */
+ * models in /healthz come from the workers table (storage/workers.h). Its
+ * one write is an outbox retry by hand (storage/outbox.h). */
 #ifndef VG_API_H
 #define VG_API_H
 
@@ -11,6 +12,8 @@ typedef struct vg_api {
     vg_index_t *idx;          /* the loop thread's connection */
     int accepting;            /* 1 once the DICOM port accepts */
     const char *ae_title;     /* our AE title, shown in /healthz */
+    void (*wake)(void *arg);  /* called after an outbox retry, or NULL */
+    void *wake_arg;
     void *priv;               /* prepared statements (api.c) */
 } vg_api_t;
 

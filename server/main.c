@@ -1,9 +1,10 @@
 /* The vigil daemon: loads the configuration, prepares storage, starts the
- * DICOM listener (its own threads), the HTTP API (on the libuv loop) and
- * the analysis worker processes (server/workers_proc.h; the model runtime
- * is never linked here), runs series/study completion on a loop timer,
- * and handles signals: SIGTERM/SIGINT drain and exit 0 (workers stopped
- * too), SIGHUP re-reads the [ae] table. */
+ * DICOM listener (its own threads), the HTTP API (on the libuv loop), the
+ * analysis worker processes (server/workers_proc.h; the model runtime is
+ * never linked here) and the outbox's sender (its own thread), runs
+ * series/study completion on a loop timer, and handles signals:
+ * SIGTERM/SIGINT drain and exit 0 (workers and sender stopped too),
+ * SIGHUP re-reads the [ae] table (and the [outbox] policy). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -20,9 +21,11 @@
 #include "server/http.h"
 #include "server/log.h"
 #include "server/receiver.h"
+#include "server/sender.h"
 #include "server/workers_proc.h"
 #include "storage/grouping.h"
 #include "storage/index.h"
+#include "storage/outbox.h"
 #include "storage/queue.h"
 #include "storage/store.h"
 
@@ -37,6 +40,8 @@ typedef struct node {
     vg_index_t *idx;                 /* the loop thread's connection */
     vg_receiver_t *receiver;
     vg_workers_t *workers;           /* analysis processes; NULL once stopping */
+    vg_sender_t *sender;             /* the outbox's sender thread, or NULL */
+    int64_t stop_by_ms;              /* when stopping: the shutdown deadline */
     vg_scp_t *scp;
     vg_http_t *http;
     vg_api_t api;
@@ -94,6 +99,12 @@ static void on_stored(void *arg)
     uv_async_send(&((node_t *)arg)->stored_async);
 }
 
+/* The API's hook after an outbox retry. */
+static void wake_sender(void *arg)
+{
+    vg_sender_wake(arg);
+}
+
 static void on_scp_stopped(void *arg)
 {
     uv_async_send(&((node_t *)arg)->scp_done_async);
@@ -140,6 +151,8 @@ static void on_term(uv_signal_t *s, int signum)
            strsignal(signum));
     n->api.accepting = 0;
     vg_scp_stop(n->scp);
+    vg_sender_stop(n->sender);
+    n->stop_by_ms = vg_now_ms() + (int64_t)n->cfg->node.shutdown_timeout * 1000;
     /* The loop runs until the workers are gone too. */
     vg_workers_stop(n->workers, n->cfg->node.shutdown_timeout);
     n->workers = NULL;
@@ -158,6 +171,8 @@ static void on_hup(uv_signal_t *s, int signum)
         return;
     }
     vg_receiver_set_aes(n->receiver, fresh);
+    if (n->sender)
+        vg_sender_set_config(n->sender, fresh);
     vg_log(VG_LOG_INFO, "SIGHUP: reloaded %d AE title%s from %s", fresh->n_aes,
            fresh->n_aes == 1 ? "" : "s", n->config_path);
     vg_config_destroy(fresh);
@@ -193,6 +208,10 @@ static int open_storage(node_t *n)
     if (requeued > 0)
         vg_log(VG_LOG_INFO, "%d interrupted job%s back in the queue", requeued,
                requeued == 1 ? "" : "s");
+    int resend = vg_outbox_recover(n->idx);
+    if (resend > 0)
+        vg_log(VG_LOG_INFO, "%d result object%s whose sending was interrupted will be "
+               "sent again", resend, resend == 1 ? "" : "s");
     return vg_index_meta_set(n->idx, "clean_shutdown", "0");
 }
 
@@ -272,17 +291,27 @@ static int run_node(node_t *n)
     char err[256];
     if (vg_workers_start(n->loop, n->cfg, n->idx, &n->workers, err, sizeof err) < 0)
         vg_log(VG_LOG_ERROR, "analysis workers: %s; series are queued, not analysed", err);
+    if (vg_sender_start(n->cfg, &n->sender, err, sizeof err) < 0)
+        vg_log(VG_LOG_ERROR, "outbox sender: %s; results are queued, not sent", err);
+    n->api.wake = wake_sender;
+    n->api.wake_arg = n->sender;
     /* Series left receiving by the last run fall due from their own times. */
     schedule_grouping(n, 0);
     uv_run(n->loop, UV_RUN_DEFAULT);
 
     int drained = n->scp_done && vg_scp_join(n->scp, 1000) == 0;
+    vg_sender_stop(n->sender);
+    int64_t left = n->stop_by_ms - vg_now_ms();
+    /* An abandoned send stays "sending" and goes again at the next start. */
+    int sender_done = vg_sender_join(n->sender, left > 1000 ? (int)left : 1000) == 0;
     vg_api_close(&n->api);
     if (drained)
         vg_index_meta_set(n->idx, "clean_shutdown", "1");
     vg_index_close(n->idx);
     vg_log(VG_LOG_INFO, "stopped%s", drained ? "" : " (associations were cut short)");
-    if (!drained) {
+    if (!sender_done)
+        vg_log(VG_LOG_WARN, "outbox: a send was still running; it goes again next start");
+    if (!drained || !sender_done) {
         /* Association threads may still be inside DCMTK: leave without
          * running destructors under them. Nothing acknowledged is lost. */
         fflush(stderr);

@@ -1,5 +1,6 @@
-/* Process-wide counters, updated from association threads with relaxed
- * atomics and read by GET /metrics. Counters only grow. */
+/* Process-wide counters, updated from association threads (and the
+ * outbox's sender) with relaxed atomics and read by GET /metrics.
+ * Counters only grow. */
 #ifndef VG_METRICS_H
 #define VG_METRICS_H
 
@@ -49,6 +50,8 @@ typedef struct vg_metrics {
     atomic_uint_fast64_t instances_duplicate;
     atomic_uint_fast64_t bytes_stored;
     atomic_uint_fast64_t store_failures[VG_STOREFAIL_COUNT];
+    atomic_uint_fast64_t outbox_sent;        /* objects a destination acknowledged */
+    atomic_uint_fast64_t outbox_failed;      /* send attempts that failed */
 } vg_metrics_t;
 
 extern vg_metrics_t vg_metrics;

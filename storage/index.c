@@ -119,6 +119,24 @@ static const char *const migrations[] = {
     " jobs_done INTEGER NOT NULL DEFAULT 0,"
     " jobs_failed INTEGER NOT NULL DEFAULT 0,"
     " updated_ms INTEGER NOT NULL);",
+    /* 3 -> 4: the outbox of result objects per destination (storage/outbox.c). */
+    "CREATE TABLE outbox("
+    " id INTEGER PRIMARY KEY,"
+    " result_id INTEGER,"                       /* results.id; NULL: none */
+    " study_uid TEXT NOT NULL,"
+    " series_uid TEXT NOT NULL,"                /* of the object */
+    " sop_uid TEXT NOT NULL,"
+    " sop_class_uid TEXT NOT NULL,"
+    " path TEXT NOT NULL,"                      /* relative to data dir */
+    " destination TEXT NOT NULL,"               /* [ae NAME] */
+    " state TEXT NOT NULL DEFAULT 'queued',"    /* queued|sending|sent|failed */
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_ms INTEGER NOT NULL,"
+    " last_error TEXT,"
+    " created_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER);"
+    "CREATE UNIQUE INDEX outbox_object ON outbox(sop_uid, destination);"
+    "CREATE INDEX outbox_due ON outbox(state, next_attempt_ms);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

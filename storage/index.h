@@ -10,9 +10,13 @@
 
 #include "storage/instance.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vg_index vg_index_t;
 
-#define VG_INDEX_SCHEMA_VERSION 3
+#define VG_INDEX_SCHEMA_VERSION 4
 
 /* Opens (creating and migrating when needed) the database at PATH.
  * On success *out is owned by the caller (vg_index_close). On failure
@@ -68,5 +72,9 @@ struct sqlite3 *vg_index_db(vg_index_t *idx);
 
 /* Wall-clock milliseconds since the epoch; what every *_ms column holds. */
 int64_t vg_now_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

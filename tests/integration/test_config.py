@@ -14,7 +14,7 @@ CONFIG = vigil.REPO / "config"
 EXAMPLE = CONFIG / "vigil.conf.example"
 DEFAULT = CONFIG / "vigil.conf"
 
-SECTION = re.compile(r"^\[\s*(node|storage|http|ae|route|model)\b[^\]]*\]")
+SECTION = re.compile(r"^\[\s*(node|storage|http|outbox|ae|route|model)\b[^\]]*\]")
 # "key = value", or "# key = value" for an optional key shown commented.
 KEY = re.compile(r"^[#;]?\s*([a-z_]+)\s*=")
 ACTIVE_KEY = re.compile(r"^\s*([a-z_]+)\s*=")

@@ -424,6 +424,13 @@ TEST_IMPL(api_metrics)
         "# TYPE vigil_series gauge",
         "vigil_series{state=\"receiving\"} 3",
         "vigil_series{state=\"complete\"} 1",
+        "# TYPE vigil_outbox_sent_total counter",
+        "vigil_outbox_sent_total 0",
+        "# TYPE vigil_outbox_failed_total counter",
+        "vigil_outbox_failed_total 0",
+        "# TYPE vigil_outbox gauge",
+        "vigil_outbox{state=\"queued\"} 0",
+        "vigil_outbox{state=\"failed\"} 0",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!has_line(t, want[i]))
@@ -431,8 +438,8 @@ TEST_IMPL(api_metrics)
     ASSERT_EQ(count_prefix(t, "vigil_associations_rejected_total{"), VG_REJECT_COUNT);
     ASSERT_EQ(count_prefix(t, "vigil_store_failures_total{"), VG_STOREFAIL_COUNT);
     /* Every family has its HELP and TYPE. */
-    ASSERT_EQ(count_prefix(t, "# TYPE "), 11);
-    ASSERT_EQ(count_prefix(t, "# HELP "), 11);
+    ASSERT_EQ(count_prefix(t, "# TYPE "), 14);
+    ASSERT_EQ(count_prefix(t, "# HELP "), 14);
     ASSERT_EQ(t[r.body_len - 1], '\n');
     free(r.body);
     fixture_close(&f);
@@ -488,6 +495,195 @@ TEST_IMPL(api_empty_index)
     ASSERT_EQ(r.status, 200);
     ASSERT(has_line(r.body, "vigil_queue_depth 0"));
     ASSERT(has_line(r.body, "vigil_series{state=\"receiving\"} 0"));
+    free(r.body);
+    fixture_close(&f);
+    return 0;
+}
+
+/* --- the outbox: GET /api/v1/outbox, POST /api/v1/outbox/ID/retry ----- */
+
+#include "storage/outbox.h"
+
+static int wakes;
+
+static void count_wake(void *arg)
+{
+    (void)arg;
+    wakes++;
+}
+
+/* Entries 1..4 for "pacs": 1 sent, 2 failed, 3 queued after one failure,
+ * 4 sending. */
+static int add_outbox(fixture_t *f)
+{
+    static const vg_outbox_policy_t p = {10000, 600000, 2};
+    for (int i = 1; i <= 4; i++) {
+        vg_outbox_object_t o;
+        memset(&o, 0, sizeof o);
+        o.result_id = i == 1 ? 7 : 0;
+        snprintf(o.study_uid, sizeof o.study_uid, STUDY_A);
+        snprintf(o.series_uid, sizeof o.series_uid, "%s.99", STUDY_A);
+        snprintf(o.sop_uid, sizeof o.sop_uid, "%s.99.%d", STUDY_A, i);
+        snprintf(o.sop_class_uid, sizeof o.sop_class_uid, "1.2.840.10008.5.1.4.1.1.66.4");
+        snprintf(o.path, sizeof o.path, "results/%d.dcm", i);
+        if (vg_outbox_add(f->idx, &o, "pacs", T0 + i) < 0)
+            return -1;
+    }
+    vg_outbox_entry_t e[4];
+    int n = 0, rc = vg_outbox_lease(f->idx, "pacs", T0 + 10, e, 4, &n);
+    if (rc < 0 || n != 4)
+        return -1;
+    rc |= vg_outbox_mark_sent(f->idx, 1, T0 + 1000);
+    rc |= vg_outbox_mark_failed(f->idx, 2, "refused", &p, T0, NULL);
+    rc |= vg_outbox_lease(f->idx, "pacs", T0 + 20000, e, 1, &n);
+    rc |= vg_outbox_mark_failed(f->idx, 2, "association rejected: called AE title", &p,
+                                T0 + 20000, NULL);
+    rc |= vg_outbox_mark_failed(f->idx, 3, "connection refused 127.0.0.1:4242", &p, T0,
+                                NULL);
+    return rc;
+}
+
+static const cJSON *entry_with_id(const cJSON *arr, int id)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr)
+        if (num(e, "id") == id)
+            return e;
+    return NULL;
+}
+
+TEST_IMPL(api_outbox_list)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 0), 0);
+    ASSERT_EQ(add_outbox(&f), 0);
+    vg_http_reply_t r = call(&f, "GET", "/api/v1/outbox", "");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.content_type, "application/json");
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "outbox");
+    ASSERT_EQ(cJSON_GetArraySize(arr), 4);
+    ASSERT_EQ(num(cJSON_GetArrayItem(arr, 0), "id"), 4); /* newest first */
+    const cJSON *sent = entry_with_id(arr, 1);
+    ASSERT(sent != NULL);
+    ASSERT_STR_EQ(str(sent, "state"), "sent");
+    ASSERT_STR_EQ(str(sent, "destination"), "pacs");
+    ASSERT_STR_EQ(str(sent, "sop_uid"), STUDY_A ".99.1");
+    ASSERT_STR_EQ(str(sent, "sop_class_uid"), "1.2.840.10008.5.1.4.1.1.66.4");
+    ASSERT_STR_EQ(str(sent, "study_uid"), STUDY_A);
+    ASSERT_STR_EQ(str(sent, "created"), "2026-11-22T04:10:00.124Z");
+    ASSERT_STR_EQ(str(sent, "sent"), "2026-11-22T04:10:01.123Z");
+    ASSERT_EQ(num(sent, "attempts"), 1);
+    ASSERT_EQ(num(sent, "result_id"), 7);
+    ASSERT(is_null(sent, "next_attempt"));
+    ASSERT(is_null(sent, "last_error"));
+    const cJSON *failed = entry_with_id(arr, 2);
+    ASSERT_STR_EQ(str(failed, "state"), "failed");
+    ASSERT_EQ(num(failed, "attempts"), 2);
+    ASSERT_STR_EQ(str(failed, "last_error"), "association rejected: called AE title");
+    ASSERT(is_null(failed, "sent"));
+    ASSERT(is_null(failed, "result_id"));
+    const cJSON *queued = entry_with_id(arr, 3);
+    ASSERT_STR_EQ(str(queued, "state"), "queued");
+    ASSERT_STR_EQ(str(queued, "next_attempt"), "2026-11-22T04:10:10.123Z"); /* T0 + 10 s */
+    ASSERT_STR_EQ(str(queued, "last_error"), "connection refused 127.0.0.1:4242");
+    ASSERT_STR_EQ(str(entry_with_id(arr, 4), "state"), "sending");
+    cJSON_Delete(j);
+    free(r.body);
+
+    r = call(&f, "GET", "/api/v1/outbox", "state=failed");
+    ASSERT_EQ(r.status, 200);
+    j = cJSON_Parse(r.body);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "outbox");
+    ASSERT_EQ(cJSON_GetArraySize(arr), 1);
+    ASSERT_EQ(num(cJSON_GetArrayItem(arr, 0), "id"), 2);
+    cJSON_Delete(j);
+    free(r.body);
+
+    r = call(&f, "GET", "/api/v1/outbox", "state=queued&limit=0");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"outbox\":[]}");
+    free(r.body);
+    r = call(&f, "GET", "/api/v1/outbox", "state=lost");
+    ASSERT_EQ(r.status, 400);
+    free(r.body);
+    r = call(&f, "GET", "/api/v1/outbox", "limit=-1");
+    ASSERT_EQ(r.status, 400);
+    free(r.body);
+
+    /* /metrics counts them by state. */
+    r = call(&f, "GET", "/metrics", "");
+    ASSERT(has_line(r.body, "vigil_outbox{state=\"queued\"} 1"));
+    ASSERT(has_line(r.body, "vigil_outbox{state=\"sending\"} 1"));
+    ASSERT(has_line(r.body, "vigil_outbox{state=\"sent\"} 1"));
+    ASSERT(has_line(r.body, "vigil_outbox{state=\"failed\"} 1"));
+    free(r.body);
+    fixture_close(&f);
+    return 0;
+}
+
+TEST_IMPL(api_outbox_retry)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 0), 0);
+    ASSERT_EQ(add_outbox(&f), 0);
+    f.api.wake = count_wake;
+    wakes = 0;
+
+    int64_t before = vg_now_ms();
+    vg_http_reply_t r = call(&f, "POST", "/api/v1/outbox/2/retry", "");
+    ASSERT_EQ(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    ASSERT_EQ(num(j, "id"), 2);
+    ASSERT_STR_EQ(str(j, "state"), "queued");
+    ASSERT_EQ(num(j, "attempts"), 0);
+    ASSERT(str(j, "next_attempt") != NULL);
+    ASSERT_STR_EQ(str(j, "last_error"), "association rejected: called AE title");
+    cJSON_Delete(j);
+    free(r.body);
+    ASSERT_EQ(wakes, 1);
+    vg_outbox_entry_t e;
+    ASSERT_EQ(vg_outbox_get(f.idx, 2, &e), 0);
+    ASSERT_STR_EQ(e.state, "queued");
+    ASSERT_GE(e.next_attempt_ms, before);
+    ASSERT_LE(e.next_attempt_ms, vg_now_ms());
+
+    /* Already sent: 409, and it stays sent. */
+    r = call(&f, "POST", "/api/v1/outbox/1/retry", "");
+    ASSERT_EQ(r.status, 409);
+    j = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(str(j, "error"), "already sent");
+    ASSERT_STR_EQ(str(cJSON_GetObjectItemCaseSensitive(j, "entry"), "state"), "sent");
+    cJSON_Delete(j);
+    free(r.body);
+    r = call(&f, "POST", "/api/v1/outbox/4/retry", "");
+    ASSERT_EQ(r.status, 409);
+    ASSERT_STR_CONTAINS(r.body, "\"error\":\"being sent now\"");
+    free(r.body);
+    ASSERT_EQ(wakes, 1);
+
+    const char *unknown[] = {"/api/v1/outbox/99/retry", "/api/v1/outbox/0/retry",
+                             "/api/v1/outbox/x/retry", "/api/v1/outbox/2x/retry"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        r = call(&f, "POST", unknown[i], "");
+        if (r.status != 404)
+            TEST__FAIL("%s: status %d", unknown[i], r.status);
+        free(r.body);
+    }
+    /* Only POST there; only GET and HEAD on the list. */
+    r = call(&f, "GET", "/api/v1/outbox/2/retry", "");
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(r.headers, "Allow: POST\r\n");
+    free(r.body);
+    r = call(&f, "POST", "/api/v1/outbox", "");
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(r.headers, "Allow: GET, HEAD\r\n");
+    free(r.body);
+    r = call(&f, "POST", "/api/v1/outbox/2/retry/x", "");
+    ASSERT_EQ(r.status, 404);
+    free(r.body);
+    r = call(&f, "POST", "/api/v1/outbox//retry", "");
+    ASSERT_EQ(r.status, 404);
     free(r.body);
     fixture_close(&f);
     return 0;

@@ -246,7 +246,7 @@ TEST_IMPL(config_many_sections)
         n += (size_t)snprintf(text + n, sizeof text - n,
                               "[model m%d]\nmanifest = /m%d.json\n"
                               "[ae a%d]\nae_title = A%d\nport = %d\n"
-                              "role = destination\n"
+                              "host = 127.0.0.1\nrole = destination\n"
                               "[route r%d]\nmodel = m%d\nmodality = CT\n"
                               "destinations = a%d\n",
                               i, i, i, i, 100 + i, i, 9 - i, i);
@@ -263,12 +263,12 @@ TEST_IMPL(config_many_sections)
         const vg_model_cfg_t *m = vg_config_find_model(cfg, name);
         ASSERT(m == &cfg->models[i]);
         ASSERT_STR_EQ(m->manifest, path);
-        ASSERT_EQ(m->line, 1 + 10 * i);
+        ASSERT_EQ(m->line, 1 + 11 * i);
         ASSERT_EQ(cfg->aes[i].port, 100 + i);
-        ASSERT_EQ(cfg->aes[i].line, 3 + 10 * i);
+        ASSERT_EQ(cfg->aes[i].line, 3 + 11 * i);
         snprintf(name, sizeof name, "m%d", 9 - i);
         ASSERT_STR_EQ(cfg->routes[i].model, name);
-        ASSERT_EQ(cfg->routes[i].line, 7 + 10 * i);
+        ASSERT_EQ(cfg->routes[i].line, 8 + 11 * i);
     }
     vg_config_destroy(cfg);
     return 0;

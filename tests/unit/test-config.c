@@ -62,15 +62,16 @@ TEST_IMPL(config_every_type)
                        "role = destination\n"
                        "[ae archive]\n"
                        "ae_title = ARCH\n"
+                       "host = 10.1.2.3\n"
                        "port = 11113\n"
                        "role = Destination\n"
-                       "[route bone-ct]\n"
+                       "[route bone-ct]\n"                          /* 29 */
                        "model = bone\n"
                        "modality = CT\n"
                        "min_slices = 20\n"
                        "max_slice_thickness = 2.5\n"
                        "destinations = pacs, archive\n"
-                       "[model bone]\n"                             /* 34 */
+                       "[model bone]\n"                             /* 35 */
                        "manifest = /opt/models/bone/manifest.json\n"
                        "devices = cuda:1 cpu,cuda:0\n"
                        "threads = 8\n"
@@ -100,7 +101,7 @@ TEST_IMPL(config_every_type)
     ASSERT_EQ(cfg->aes[0].port, 4242);
     ASSERT_EQ(cfg->aes[0].role, VG_ROLE_DESTINATION);
     ASSERT_EQ(cfg->aes[0].line, 19);
-    ASSERT_STR_EQ(cfg->aes[1].host, "");
+    ASSERT_STR_EQ(cfg->aes[1].host, "10.1.2.3");
     ASSERT_EQ(cfg->aes[1].role, VG_ROLE_DESTINATION);
     ASSERT_EQ(cfg->n_routes, 1);
     const vg_route_cfg_t *r = &cfg->routes[0];
@@ -112,7 +113,7 @@ TEST_IMPL(config_every_type)
     ASSERT_EQ(r->n_destinations, 2);
     ASSERT_STR_EQ(r->destinations[0], "pacs");
     ASSERT_STR_EQ(r->destinations[1], "archive");
-    ASSERT_EQ(r->line, 28);
+    ASSERT_EQ(r->line, 29);
     ASSERT_EQ(cfg->n_models, 1);
     const vg_model_cfg_t *m = &cfg->models[0];
     ASSERT_STR_EQ(m->name, "bone");
@@ -124,7 +125,7 @@ TEST_IMPL(config_every_type)
     ASSERT_EQ(m->threads, 8);
     ASSERT_EQ(m->max_attempts, 5);
     ASSERT_EQ(m->lease_seconds, 600);
-    ASSERT_EQ(m->line, 34);
+    ASSERT_EQ(m->line, 35);
     vg_config_destroy(cfg);
     return 0;
 }
@@ -310,11 +311,14 @@ TEST_IMPL(config_required_keys)
     snprintf(want, sizeof want, "%sport: required in [ae dest] when role = "
              "destination", at(4));
     ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%shost: required in [ae dest] when role = "
+             "destination", at(4));
+    ASSERT_STR_CONTAINS(err, want);
     snprintf(want, sizeof want, "%smodel: required in [route r]", at(7));
     ASSERT_STR_CONTAINS(err, want);
     snprintf(want, sizeof want, "%smodality: required in [route r]", at(7));
     ASSERT_STR_CONTAINS(err, want);
-    ASSERT_EQ(err_lines(), 6);
+    ASSERT_EQ(err_lines(), 7);
 
     ASSERT_EQ(load_bad("[ae d]\nae_title = D\nport = 0\nrole = destination\n"),
               VG_EINVAL_CFG);
@@ -411,6 +415,7 @@ TEST_IMPL(config_route_destinations)
                       "role = source\n"
                       "[ae pacs]\n"    /* after the route: still found */
                       "ae_title = PACS\n"
+                      "host = 10.0.0.5\n"
                       "port = 104\n"
                       "role = destination\n"
                       "[model bone]\n"
@@ -453,7 +458,7 @@ TEST_IMPL(config_duplicate_ae_title_role)
     /* The same title as a source and as a destination is fine. */
     vg_config_t *cfg = NULL;
     ASSERT_EQ(load_text("[ae in]\nae_title = PACS\nrole = source\n"
-                        "[ae out]\nae_title = PACS\nport = 104\n"
+                        "[ae out]\nae_title = PACS\nhost = 10.0.0.5\nport = 104\n"
                         "role = destination\n",
                         &cfg),
               0);
@@ -482,7 +487,7 @@ TEST_IMPL(config_find_ae)
 {
     vg_config_t *cfg = NULL;
     ASSERT_EQ(load_text("[ae storescu]\nae_title = STORESCU\nrole = source\n"
-                        "[ae pacs]\nae_title = ORTHANC\nport = 4242\n"
+                        "[ae pacs]\nae_title = ORTHANC\nhost = 127.0.0.1\nport = 4242\n"
                         "role = destination\n"
                         "[ae pacs-in]\nae_title = ORTHANC\nrole = source\n",
                         &cfg),
@@ -638,10 +643,17 @@ TEST_IMPL(config_print_keys)
     ASSERT_STR_CONTAINS(buf, "model threads int 2\n");
     ASSERT_STR_CONTAINS(buf, "model max_attempts int 3\n");
     ASSERT_STR_CONTAINS(buf, "model lease_seconds int 900\n");
+    ASSERT_STR_CONTAINS(buf, "node tls_certificate path -\n");
+    ASSERT_STR_CONTAINS(buf, "node tls_private_key path -\n");
+    ASSERT_STR_CONTAINS(buf, "outbox retry_initial_seconds int 10\n");
+    ASSERT_STR_CONTAINS(buf, "outbox retry_max_seconds int 600\n");
+    ASSERT_STR_CONTAINS(buf, "outbox max_attempts int 0\n");
+    ASSERT_STR_CONTAINS(buf, "ae tls bool no\n");
+    ASSERT_STR_CONTAINS(buf, "ae tls_ca_file path -\n");
     int lines = 0;
     for (const char *s = buf; *s; s++)
         lines += *s == '\n';
-    ASSERT_EQ(lines, 30);
+    ASSERT_EQ(lines, 37);
     return 0;
 }
 

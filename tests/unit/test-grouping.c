@@ -9,16 +9,6 @@
 #include "storage/index.h"
 #include "tests/unit/test.h"
 
-static vg_index_t *open_index(void)
-{
-    char path[512], err[256];
-    snprintf(path, sizeof path, "%s/index.sqlite", test_tmpdir());
-    vg_index_t *idx = NULL;
-    if (vg_index_open(path, &idx, err, sizeof err) < 0)
-        fprintf(stderr, "open: %s\n", err);
-    return idx;
-}
-
 static vg_route_cfg_t route = {
     .name = "bone-ct", .model = "bone", .modality = "CT", .min_slices = 3,
     .max_slice_thickness = 5,
@@ -67,7 +57,7 @@ static void text_of(vg_index_t *idx, const char *sql, char *out, size_t len)
 
 TEST_IMPL(grouping_series_then_study)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     vg_config_t cfg;
     make_config(&cfg);
     ASSERT(idx);
@@ -103,7 +93,7 @@ TEST_IMPL(grouping_series_then_study)
 
 TEST_IMPL(grouping_reopen_supersedes)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     vg_config_t cfg;
     make_config(&cfg);
     vg_grouping_result_t res;

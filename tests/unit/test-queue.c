@@ -8,19 +8,9 @@
 #include "storage/queue.h"
 #include "tests/unit/test.h"
 
-static vg_index_t *open_index(void)
-{
-    char path[512], err[256];
-    snprintf(path, sizeof path, "%s/index.sqlite", test_tmpdir());
-    vg_index_t *idx = NULL;
-    if (vg_index_open(path, &idx, err, sizeof err) < 0)
-        fprintf(stderr, "open: %s\n", err);
-    return idx;
-}
-
 TEST_IMPL(queue_versions_supersede)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     int64_t id1, id2;
     int v1, v2;
@@ -58,7 +48,7 @@ TEST_IMPL(queue_versions_supersede)
 
 TEST_IMPL(queue_retry_and_fail)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     ASSERT_EQ(vg_queue_push(idx, "1.2.3", "1.2", "r", "m", 0, NULL, NULL), 0);
     vg_job_t job;
@@ -82,7 +72,7 @@ TEST_IMPL(queue_retry_and_fail)
 
 TEST_IMPL(queue_lease_expiry_and_recover)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     ASSERT_EQ(vg_queue_push(idx, "1.2.3", "1.2", "r", "m", 0, NULL, NULL), 0);
     vg_job_t job;
@@ -93,7 +83,7 @@ TEST_IMPL(queue_lease_expiry_and_recover)
     ASSERT_EQ(job.attempts, 2);
     vg_index_close(idx);
     /* A restart finds it running: back to queued. */
-    idx = open_index();
+    idx = test_open_index();
     ASSERT_EQ(vg_queue_recover(idx), 1);
     ASSERT_EQ(vg_queue_lease(idx, "m", "w2", 1000, 1300, &job), 0);
     ASSERT_EQ(job.attempts, 3);

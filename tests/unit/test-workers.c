@@ -15,16 +15,6 @@
 #include "storage/workers.h"
 #include "tests/unit/test.h"
 
-static vg_index_t *open_index(void)
-{
-    char path[512], err[256];
-    snprintf(path, sizeof path, "%s/index.sqlite", test_tmpdir());
-    vg_index_t *idx = NULL;
-    if (vg_index_open(path, &idx, err, sizeof err) < 0)
-        fprintf(stderr, "open: %s\n", err);
-    return idx;
-}
-
 static vg_worker_state_t row(const char *model, const char *device, int pid, int available,
                              const char *error)
 {
@@ -59,7 +49,7 @@ static int dead_pid(void)
 
 TEST_IMPL(workers_rows_owned_by_their_process)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     vg_worker_state_t ws = row("bone", "cpu", 0, 0, "starting"), got;
     ASSERT_EQ(vg_worker_state_put(idx, &ws), 0);
@@ -104,7 +94,7 @@ TEST_IMPL(workers_rows_owned_by_their_process)
 
 TEST_IMPL(workers_orphan_jobs)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     int64_t id;
     vg_job_t job;
@@ -150,7 +140,7 @@ static const char *str(const cJSON *o, const char *name)
 
 TEST_IMPL(workers_healthz_models)
 {
-    vg_index_t *idx = open_index();
+    vg_index_t *idx = test_open_index();
     ASSERT(idx);
     vg_api_t api = {.idx = idx, .accepting = 1, .ae_title = "VIGIL"};
     ASSERT_EQ(vg_api_init(&api), 0);

@@ -62,4 +62,12 @@
  * runner after the test. Returns a static buffer. */
 const char *test_tmpdir(void);
 
+/* Runs the shell command built from FMT; returns system()'s status. */
+int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The index at test_tmpdir()/index.sqlite, opened (created and migrated
+ * when new), or NULL with the reason on stderr. */
+struct vg_index;
+struct vg_index *test_open_index(void);
+
 #endif
