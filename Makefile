@@ -11,7 +11,7 @@ SANITIZER ?=
 
 PKGS      := libuv sqlite3 inih libcjson
 # Named, not from pkg-config: Debian's dcmtk.pc requires sndfile.pc.
-DCMTK_LIBS := -ldcmseg -ldcmfg -ldcmiod -ldcmsr -ldcmtls -ldcmnet \
+DCMTK_LIBS := -ldcmseg -ldcmfg -ldcmiod -lcmr -ldcmsr -ldcmtls -ldcmnet \
               -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata \
               -loflog -lofstd
 WARN      := -Wall -Wextra -Wshadow -Wformat=2
@@ -79,7 +79,7 @@ TEST_C    := $(wildcard tests/unit/*.c)
 TEST_OBJ  := $(TEST_C:%.c=$(BUILD)/obj/%.o)
 DEPS      := $(LIB_OBJ:.o=.d) $(WLIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
 
-.PHONY: all setup run test unit integration bench models quality format clean
+.PHONY: all setup run test unit integration bench models quality demo format clean
 
 all: $(BUILD)/vigil $(BUILD)/vigil-worker
 
@@ -144,6 +144,14 @@ test: setup
 bench: all
 	scripts/bench-ingest
 	scripts/bench-bone
+	scripts/bench-e2e
+
+# Orthanc as the PACS, the node (the one `make run` started, or its own),
+# a synthetic CT sent with storescu, the findings printed and the SEG and
+# SR delivered to Orthanc, whose web page then shows them.
+demo: setup
+	$(MAKE) all
+	scripts/demo
 
 # Retrains the bone-lesion model on phantoms (about half an hour on two
 # cores) and rewrites models/bone; make test never does this.

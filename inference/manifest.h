@@ -1,12 +1,17 @@
 /* A model's manifest: a JSON file beside its TorchScript file saying what
  * the model is (name, version), what it expects (input spacing, HU window,
  * window size), what it outputs (classes with their coded concepts), its
- * operating threshold and its provenance. Nothing in the C code is
+ * operating threshold and its provenance, and optionally a second model
+ * that classifies each candidate lesion. Nothing in the C code is
  * specific to one set of weights: a hospital drops in its own. */
 #ifndef VG_MANIFEST_H
 #define VG_MANIFEST_H
 
 #include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define VG_MANIFEST_MAX_CLASSES 16
 
@@ -41,14 +46,25 @@ typedef struct vg_manifest {
     double bone_margin_mm;      /* ... dilated by this much */
     double lesion_threshold;    /* voxel foreground probability */
     double min_volume_mm3;      /* smaller components are dropped */
-    double operating_threshold; /* patient-level positive call */
+    double operating_threshold; /* patient-level positive call; the
+                                   classifier's own when it names one */
+    /* The optional per-lesion classifier ("classifier" in the JSON). */
+    char classifier_path[4096]; /* absolute path of its TorchScript; "" none */
+    int crop_voxels;            /* edge of the HU cube around a candidate */
+    double min_lesion_probability; /* candidates below it are dropped */
 } vg_manifest_t;
 
-/* Reads PATH. Returns 0, or VG_EINVAL_CFG / -errno with err saying which
- * field is missing or wrong. */
+/* Reads PATH; model and classifier file names are resolved against its
+ * directory (whether the files exist is the loader's business). Returns
+ * 0, or VG_EINVAL_CFG / -errno with err saying which field is missing or
+ * wrong. */
 int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errlen);
 
 /* Index (1-based, as in the model's output) of the class NAME, or 0. */
 int vg_manifest_class(const vg_manifest_t *m, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -22,6 +22,7 @@ typedef struct vg_volume {
     double normal[3];           /* direction of increasing slice index */
     char (*sop_uids)[65];       /* SOP Instance UID of each slice, in order */
     char (*sop_class_uids)[65];
+    double (*positions)[3];     /* ImagePositionPatient of each slice, in order */
     char study_uid[65], series_uid[65], frame_of_reference_uid[65];
     int skipped;                /* instances left out (localizers, ...) */
 } vg_volume_t;

@@ -27,7 +27,7 @@
 namespace {
 
 struct Slice {
-    std::string path, sop, sop_class;
+    std::string path, sop, sop_class, study, series, frame_of_reference;
     double pos[3], iop[6], pixel[2];
     double dist;                 /* position along the normal */
     int rows, cols;
@@ -105,6 +105,12 @@ int read_headers(const char *const *paths, int n, std::vector<Slice> &slices,
         s.sop = v.c_str();
         ds->findAndGetOFString(DCM_SOPClassUID, v);
         s.sop_class = v.c_str();
+        ds->findAndGetOFString(DCM_StudyInstanceUID, v);
+        s.study = v.c_str();
+        ds->findAndGetOFString(DCM_SeriesInstanceUID, v);
+        s.series = v.c_str();
+        ds->findAndGetOFString(DCM_FrameOfReferenceUID, v);
+        s.frame_of_reference = v.c_str();
         s.rows = rows;
         s.cols = cols;
         slices.push_back(s);
@@ -240,12 +246,15 @@ extern "C" int vg_volume_read(const char *const *paths, int n, vg_volume_t **out
             rc = check_grid(sl, normal, &dz, reason, len);
         if (rc < 0)
             return rc;
-        v = (vg_volume_t *)calloc(1, sizeof *v);
         size_t plane = (size_t)sl[0].rows * sl[0].cols;
-        v->hu = (float *)malloc(plane * sl.size() * sizeof(float));
-        v->sop_uids = (char(*)[65])calloc(sl.size(), 65);
-        v->sop_class_uids = (char(*)[65])calloc(sl.size(), 65);
-        if (!v || !v->hu || !v->sop_uids || !v->sop_class_uids) {
+        v = (vg_volume_t *)calloc(1, sizeof *v);
+        if (v) {
+            v->hu = (float *)malloc(plane * sl.size() * sizeof(float));
+            v->sop_uids = (char(*)[65])calloc(sl.size(), 65);
+            v->sop_class_uids = (char(*)[65])calloc(sl.size(), 65);
+            v->positions = (double(*)[3])calloc(sl.size(), sizeof *v->positions);
+        }
+        if (!v || !v->hu || !v->sop_uids || !v->sop_class_uids || !v->positions) {
             snprintf(reason, len, "out of memory for %zu slices", sl.size());
             vg_volume_destroy(v);
             return -12;
@@ -263,9 +272,14 @@ extern "C" int vg_volume_read(const char *const *paths, int n, vg_volume_t **out
             v->normal[k] = normal[k];
         }
         v->skipped = skipped;
+        snprintf(v->study_uid, sizeof v->study_uid, "%s", sl[0].study.c_str());
+        snprintf(v->series_uid, sizeof v->series_uid, "%s", sl[0].series.c_str());
+        snprintf(v->frame_of_reference_uid, sizeof v->frame_of_reference_uid, "%s",
+                 sl[0].frame_of_reference.c_str());
         for (size_t z = 0; z < sl.size(); z++) {
             snprintf(v->sop_uids[z], 65, "%s", sl[z].sop.c_str());
             snprintf(v->sop_class_uids[z], 65, "%s", sl[z].sop_class.c_str());
+            memcpy(v->positions[z], sl[z].pos, sizeof v->positions[z]);
             if ((rc = decode_slice(sl[z], v->hu + z * plane, reason, len)) < 0) {
                 vg_volume_destroy(v);
                 return rc;
@@ -287,6 +301,7 @@ extern "C" void vg_volume_destroy(vg_volume_t *v)
     free(v->hu);
     free(v->sop_uids);
     free(v->sop_class_uids);
+    free(v->positions);
     free(v);
 }
 

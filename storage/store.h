@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* 1 when UID is usable as a file name: 1..64 chars, digits and dots, no
  * empty component (so never "", ".", ".." or a leading dot). Components
  * with a leading zero are accepted: some scanners send them, and refusing
@@ -43,5 +47,9 @@ int vg_store_free_bytes(const char *dir, uint64_t *free_bytes);
 
 /* fsync of a file or a directory by path; 0 or -errno. */
 int vg_fsync_path(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

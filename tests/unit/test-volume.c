@@ -11,21 +11,9 @@
 #include <string.h>
 
 #include "inference/volume.h"
+#include "storage/store.h"
 #include "server/error.h"
 #include "tests/unit/test.h"
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Runs a shell command built from FMT. */
-static int sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
 
 /* The .dcm files of DIR, in readdir order (not slice order). */
 static int list_files(const char *dir, char paths[][512], int max)
@@ -56,7 +44,7 @@ static int make_series(const char *dir, int slices)
 {
     char n[16];
     snprintf(n, sizeof n, "%d", slices);
-    return sh("/usr/bin/python3 scripts/make-ct-series --out %s --slices %s --size 64"
+    return test_sh("/usr/bin/python3 scripts/make-ct-series --out %s --slices %s --size 64"
               " --thickness 2.5 --seed 7 >/dev/null",
               dir, n);
 }
@@ -78,6 +66,15 @@ TEST_IMPL(volume_order_and_hu)
     vg_volume_to_patient(v, 0, 0, 0, p0);
     vg_volume_to_patient(v, 0, 0, 19, p1);
     ASSERT_DBL_NEAR(p1[2] - p0[2], 19 * 2.5, 1e-6);
+    /* Each slice keeps its own position, and the series its UIDs. */
+    for (int a = 0; a < 3; a++) {
+        ASSERT_DBL_NEAR(v->positions[0][a], p0[a], 1e-6);
+        ASSERT_DBL_NEAR(v->positions[19][a], p1[a], 1e-6);
+    }
+    ASSERT(vg_uid_valid(v->study_uid));
+    ASSERT(vg_uid_valid(v->series_uid));
+    ASSERT(vg_uid_valid(v->frame_of_reference_uid));
+    ASSERT(strcmp(v->study_uid, v->series_uid) != 0);
     /* The corner is air: about -1000 HU after the rescale, not raw 24. */
     ASSERT_LT(v->hu[0], -900);
     ASSERT_GT(v->hu[0], -1100);
@@ -95,10 +92,10 @@ TEST_IMPL(volume_compressed_equals_plain)
     snprintf(jls, sizeof jls, "%s/jls", test_tmpdir());
     snprintf(jpg, sizeof jpg, "%s/jpg", test_tmpdir());
     ASSERT_EQ(make_series(dir, 6), 0);
-    ASSERT_EQ(sh("mkdir -p %s %s", jls, jpg), 0);
-    ASSERT_EQ(sh("for f in %s/*.dcm; do dcmcjpls \"$f\" %s/$(basename \"$f\") || exit 1; done",
+    ASSERT_EQ(test_sh("mkdir -p %s %s", jls, jpg), 0);
+    ASSERT_EQ(test_sh("for f in %s/*.dcm; do dcmcjpls \"$f\" %s/$(basename \"$f\") || exit 1; done",
                  dir, jls), 0);
-    ASSERT_EQ(sh("for f in %s/*.dcm; do dcmcjpeg +e1 \"$f\" %s/$(basename \"$f\") || exit 1; done",
+    ASSERT_EQ(test_sh("for f in %s/*.dcm; do dcmcjpeg +e1 \"$f\" %s/$(basename \"$f\") || exit 1; done",
                  dir, jpg), 0);
     vg_volume_t *a = NULL, *b = NULL, *c = NULL;
     ASSERT_EQ(read_dir(dir, &a, reason, sizeof reason), 0);
@@ -120,7 +117,7 @@ TEST_IMPL(volume_refusals)
     ASSERT_EQ(make_series(dir, 12), 0);
     vg_volume_t *v = NULL;
     /* Remove two neighbouring slices in the middle: a gap of three. */
-    ASSERT_EQ(sh("cd %s && rm $(ls | sort | sed -n '6p;7p')", dir), 0);
+    ASSERT_EQ(test_sh("cd %s && rm $(ls | sort | sed -n '6p;7p')", dir), 0);
     ASSERT_EQ(read_dir(dir, &v, reason, sizeof reason), VG_ENOTANALYSABLE);
     ASSERT(v == NULL);
     ASSERT_STR_CONTAINS(reason, "missing slices: 2 missing");
@@ -128,7 +125,7 @@ TEST_IMPL(volume_refusals)
     snprintf(dir, sizeof dir, "%s/tilt", test_tmpdir());
     ASSERT_EQ(make_series(dir, 8), 0);
     /* Shift each slice along y in proportion to its z: a 20-degree tilt. */
-    ASSERT_EQ(sh("cd %s && for f in *.dcm; do"
+    ASSERT_EQ(test_sh("cd %s && for f in *.dcm; do"
                  " z=$(dcmdump +P 0020,0032 $f | sed 's/.*\\[\\(.*\\)\\].*/\\1/' | cut -d'\\' -f3);"
                  " y=$(awk \"BEGIN { print $z * 0.364 }\");"
                  " dcmodify -nb -m \"(0020,0032)=-160\\\\$y\\\\$z\" $f || exit 1; done",
@@ -138,7 +135,7 @@ TEST_IMPL(volume_refusals)
 
     snprintf(dir, sizeof dir, "%s/orient", test_tmpdir());
     ASSERT_EQ(make_series(dir, 8), 0);
-    ASSERT_EQ(sh("cd %s && f=$(ls | head -1) && dcmodify -nb -m"
+    ASSERT_EQ(test_sh("cd %s && f=$(ls | head -1) && dcmodify -nb -m"
                  " \"(0020,0037)=1\\\\0\\\\0\\\\0\\\\0\\\\-1\" $f", dir), 0);
     ASSERT_EQ(read_dir(dir, &v, reason, sizeof reason), VG_ENOTANALYSABLE);
     ASSERT_STR_CONTAINS(reason, "mixed orientation");
