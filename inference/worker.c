@@ -16,6 +16,7 @@
 
 #include "inference/bone.h"
 #include "inference/manifest.h"
+#include "inference/report.h"
 #include "inference/runtime.h"
 #include "inference/volume.h"
 #include "server/error.h"
@@ -32,6 +33,7 @@ typedef struct worker {
     vg_model_cfg_t cfg;
     char device[16];
     char name[96];   /* "bone@cpu": the lease owner */
+    const vg_config_t *config;
     const char *dir; /* data directory */
     pid_t parent;
     vg_index_t *idx;
@@ -155,6 +157,26 @@ static int fail_job(worker_t *wk, const vg_job_t *job, vg_result_t *r, const cha
     return rc;
 }
 
+/* The destinations of the job's route (none when the route has gone
+ * from the configuration since the job was queued). */
+static void set_destinations(const worker_t *wk, const vg_job_t *job, vg_result_t *r)
+{
+    for (int i = 0; i < wk->config->n_routes; i++) {
+        const vg_route_cfg_t *rt = &wk->config->routes[i];
+        if (strcmp(rt->name, job->route) != 0)
+            continue;
+        for (int d = 0; d < rt->n_destinations && d < VG_RESULT_DESTINATIONS_MAX; d++)
+            snprintf(r->destinations[d], sizeof r->destinations[d], "%s",
+                     rt->destinations[d]);
+        r->n_destinations = rt->n_destinations < VG_RESULT_DESTINATIONS_MAX
+                                ? rt->n_destinations
+                                : VG_RESULT_DESTINATIONS_MAX;
+        return;
+    }
+    vg_log(VG_LOG_WARN, "%s: route %s of series %s is no longer configured; results stay"
+           " in the node", wk->name, job->route, job->series_uid);
+}
+
 static void run_job(worker_t *wk, const vg_job_t *job)
 {
     vg_result_t r;
@@ -168,9 +190,9 @@ static void run_job(worker_t *wk, const vg_job_t *job)
     int rc = vg_index_series_files(wk->idx, wk->dir, job->series_uid, &paths, &n);
     if (rc == 0)
         rc = vg_volume_read((const char *const *)paths, n, &vol, err, sizeof err);
-    free(paths);
     double t1 = seconds();
     if (rc == VG_ENOTANALYSABLE || rc == VG_EPARSE) {
+        free(paths);
         snprintf(r.status, sizeof r.status, "not_analysable");
         snprintf(r.reason, sizeof r.reason, "%s", err);
         vg_log(VG_LOG_INFO, "%s: series %s not analysable: %s", wk->name, job->series_uid,
@@ -180,6 +202,26 @@ static void run_job(worker_t *wk, const vg_job_t *job)
     }
     if (rc == 0)
         rc = vg_bone_analyse(wk->model, &wk->man, vol, &r, &bt, err, sizeof err);
+    double t2 = seconds();
+    if (rc == 0) {
+        set_destinations(wk, job, &r);
+        char werr[512];
+        int wrc = vg_report_write(wk->dir, vol, &wk->man, paths[0], &r, werr, sizeof werr);
+        /* Objects that cannot be written (a full disk) make the attempt
+         * fail, so that a later one delivers them; after the last attempt
+         * the findings are still kept and shown, and the reason says what
+         * did not reach the PACS. */
+        if (wrc < 0 && job->attempts < wk->cfg.max_attempts) {
+            snprintf(err, sizeof err, "cannot write the result objects: %.400s", werr);
+            rc = wrc;
+            vg_result_clear(&r);
+        } else if (wrc < 0) {
+            vg_log(VG_LOG_ERROR, "%s: series %s: cannot write the result objects: %s",
+                   wk->name, job->series_uid, werr);
+            snprintf(r.reason, sizeof r.reason, "result objects not written: %.200s", werr);
+        }
+    }
+    free(paths);
     vg_volume_destroy(vol);
     if (rc < 0) {
         fail_job(wk, job, &r, err[0] ? err : vg_strerror(rc));
@@ -187,8 +229,9 @@ static void run_job(worker_t *wk, const vg_job_t *job)
     }
     snprintf(r.timings, sizeof r.timings,
              "{\"decode_s\":%.3f,\"resample_s\":%.3f,\"model_s\":%.3f,\"post_s\":%.3f,"
-             "\"windows\":%d,\"windows_total\":%d}",
-             t1 - t0, bt.resample_s, bt.model_s, bt.post_s, bt.windows, bt.windows_total);
+             "\"encode_s\":%.3f,\"windows\":%d,\"windows_total\":%d}",
+             t1 - t0, bt.resample_s, bt.model_s, bt.post_s, seconds() - t2, bt.windows,
+             bt.windows_total);
     vg_log(VG_LOG_INFO, "%s: series %s: %d finding%s, score %.3f (%s) in %.1f s", wk->name,
            job->series_uid, r.n_findings, r.n_findings == 1 ? "" : "s", r.patient_score,
            r.positive ? "positive" : "negative", seconds() - t0);
@@ -277,6 +320,7 @@ static void worker_init(worker_t *wk, const vg_worker_opts_t *o, vg_index_t *idx
     wk->cfg = *o->model;
     snprintf(wk->device, sizeof wk->device, "%s", o->device);
     snprintf(wk->name, sizeof wk->name, "%s@%s", wk->cfg.name, wk->device);
+    wk->config = o->cfg;
     wk->dir = o->cfg->storage.dir;
     wk->parent = o->parent;
     /* Counters go on from the last process of this worker. */

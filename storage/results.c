@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "server/error.h"
+#include "storage/outbox.h"
 
 void vg_result_clear(vg_result_t *r)
 {
@@ -87,8 +88,29 @@ static int insert_finding(sqlite3_stmt *st, int64_t result_id, int i, const vg_f
     return rc;
 }
 
-static int store(sqlite3 *db, const vg_result_t *r, int64_t now_ms)
+/* Each of R's objects for each of its destinations, in the open
+ * transaction. */
+static int queue_objects(vg_index_t *idx, const vg_result_t *r, int64_t result_id,
+                         int64_t now_ms)
 {
+    for (int i = 0; i < r->n_objects; i++) {
+        const vg_result_object_t *o = &r->objects[i];
+        vg_outbox_object_t obj = {.result_id = result_id};
+        snprintf(obj.study_uid, sizeof obj.study_uid, "%s", r->study_uid);
+        snprintf(obj.series_uid, sizeof obj.series_uid, "%s", o->series_uid);
+        snprintf(obj.sop_uid, sizeof obj.sop_uid, "%s", o->sop_uid);
+        snprintf(obj.sop_class_uid, sizeof obj.sop_class_uid, "%s", o->sop_class_uid);
+        snprintf(obj.path, sizeof obj.path, "%s", o->relpath);
+        for (int d = 0; d < r->n_destinations; d++)
+            if (vg_outbox_add(idx, &obj, r->destinations[d], now_ms) < 0)
+                return VG_EDB;
+    }
+    return 0;
+}
+
+static int store(vg_index_t *idx, const vg_result_t *r, int64_t now_ms)
+{
+    sqlite3 *db = vg_index_db(idx);
     int64_t id = insert_result(db, r, now_ms);
     if (id < 0)
         return VG_EDB;
@@ -108,7 +130,7 @@ static int store(sqlite3 *db, const vg_result_t *r, int64_t now_ms)
     for (int i = 0; i < r->n_findings && rc == 0; i++)
         rc = insert_finding(st, id, i, &r->findings[i]);
     sqlite3_finalize(st);
-    return rc;
+    return rc < 0 ? rc : queue_objects(idx, r, id, now_ms);
 }
 
 /* Marks the job done if it is still running; 1 if it was, 0 if not. */
@@ -132,7 +154,7 @@ int vg_results_put(vg_index_t *idx, const vg_result_t *r, int64_t now_ms)
     if (exec(db, "BEGIN IMMEDIATE") < 0)
         return VG_EDB;
     int running = finish_job(db, r->job_id, now_ms);
-    int rc = running < 0 ? VG_EDB : running == 0 ? VG_ENOTFOUND : store(db, r, now_ms);
+    int rc = running < 0 ? VG_EDB : running == 0 ? VG_ENOTFOUND : store(idx, r, now_ms);
     if (rc == 0 && exec(db, "COMMIT") == 0)
         return 0;
     exec(db, "ROLLBACK");
@@ -144,7 +166,7 @@ int vg_results_put_final(vg_index_t *idx, const vg_result_t *r, int64_t now_ms)
     sqlite3 *db = vg_index_db(idx);
     if (exec(db, "BEGIN IMMEDIATE") < 0)
         return VG_EDB;
-    if (store(db, r, now_ms) == 0 && exec(db, "COMMIT") == 0)
+    if (store(idx, r, now_ms) == 0 && exec(db, "COMMIT") == 0)
         return 0;
     exec(db, "ROLLBACK");
     return VG_EDB;

@@ -10,6 +10,10 @@
 
 #include "storage/index.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vg_finding {
     char type[48];                 /* class name from the model's manifest */
     double probability;
@@ -23,6 +27,18 @@ typedef struct vg_finding {
     size_t mask_bytes;
 } vg_finding_t;
 
+/* A DICOM object written for a result (its Segmentation, its report),
+ * to be delivered to each of the route's destinations. */
+typedef struct vg_result_object {
+    char sop_uid[65];
+    char sop_class_uid[65];
+    char series_uid[65];
+    char relpath[256];             /* under the data directory */
+} vg_result_object_t;
+
+#define VG_RESULT_OBJECTS_MAX 4
+#define VG_RESULT_DESTINATIONS_MAX 8  /* as a route's destinations */
+
 typedef struct vg_result {
     int64_t job_id;
     char series_uid[65], study_uid[65];
@@ -35,13 +51,18 @@ typedef struct vg_result {
     char grid[512];                /* JSON: the analysis grid's geometry */
     vg_finding_t *findings;        /* owned */
     int n_findings;
+    vg_result_object_t objects[VG_RESULT_OBJECTS_MAX];
+    int n_objects;
+    char destinations[VG_RESULT_DESTINATIONS_MAX][64]; /* [ae] names */
+    int n_destinations;
 } vg_result_t;
 
 /* Frees the findings and their masks (not R itself). */
 void vg_result_clear(vg_result_t *r);
 
-/* Stores R (replacing the earlier result of its series and model) and
- * marks job R->job_id done, in one transaction. Returns 0, VG_ENOTFOUND
+/* Stores R (replacing the earlier result of its series and model),
+ * queues each of its objects in the outbox for each of its destinations
+ * and marks job R->job_id done, in one transaction. Returns 0, VG_ENOTFOUND
  * when the job is no longer running (superseded: nothing stored), or
  * VG_EDB with nothing changed. */
 int vg_results_put(vg_index_t *idx, const vg_result_t *r, int64_t now_ms);
@@ -49,5 +70,9 @@ int vg_results_put(vg_index_t *idx, const vg_result_t *r, int64_t now_ms);
 /* Stores R without a job (status failed after the last attempt, where the
  * queue already recorded the failure). Same replacement rule. */
 int vg_results_put_final(vg_index_t *idx, const vg_result_t *r, int64_t now_ms);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

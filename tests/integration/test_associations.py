@@ -74,8 +74,10 @@ def test_rejected(strict_node, calling, called, reason, label):
     assert res.returncode != 0, res
     assert rejected_with(res, "Rejected Permanent", reason), res
     assert "Echo Response" not in res.output, res
-    assert n.metric("vigil_associations_rejected_total", reason=label) \
-        == before + 1
+    # The rejection is counted and logged right after the A-ASSOCIATE-RJ
+    # goes out, so the peer may see it a moment before the counter moves.
+    n.wait_for(lambda: n.metric("vigil_associations_rejected_total", reason=label)
+               == before + 1, timeout=5, what="rejection counted")
     assert n.metric("vigil_associations_accepted_total") == accepted
     n.wait_for(lambda: rejection_logged(n, calling, called), timeout=5,
                what="rejection log line")

@@ -47,6 +47,15 @@ def load_script(name):
     return mod
 
 
+def load_module(filename):
+    """Imports scripts/FILENAME (a .py module)."""
+    path = str(REPO / "scripts" / filename)
+    spec = importlib.util.spec_from_file_location(filename[:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 _ct = None
 
 
@@ -252,6 +261,7 @@ class Node:
         self.aes = {"modality1": {"ae_title": SOURCE_AET, "host": HOST,
                                   "role": "source"}}
         self.routes = {}
+        self.extra_sections = []   # [(name, dict)], e.g. ("outbox", {...})
         self.model_manifest = REPO / "models" / "bone" / "manifest.json"
         self.proc = None
         self.exit_codes = []
@@ -263,6 +273,7 @@ class Node:
                     ("http", self.http)]
         sections += [("ae %s" % k, v) for k, v in self.aes.items()]
         sections += [("route %s" % k, v) for k, v in self.routes.items()]
+        sections += list(self.extra_sections)
         if any(r.get("model") == "bone" for r in self.routes.values()):
             sections.append(("model bone",
                              {"manifest": str(self.model_manifest)}))
