@@ -37,6 +37,7 @@ enum {
     Q_SERIES_STATES,
     Q_RESULTS,
     Q_FINDINGS,
+    Q_RESULT_OBJECTS,
     Q_COUNT
 };
 
@@ -72,6 +73,9 @@ static const char *const q_sql[Q_COUNT] = {
                   " ORDER BY series_uid, model",
     [Q_FINDINGS] = "SELECT type, probability, volume_mm3, mean_hu, diameter_mm, cx, cy, cz,"
                    " bbox FROM findings WHERE result_id = ?1 ORDER BY idx",
+    [Q_RESULT_OBJECTS] = "SELECT sop_uid, sop_class_uid, series_uid, destination, state,"
+                         " attempts, last_error, sent_ms FROM outbox WHERE result_id = ?1"
+                         " ORDER BY id",
 };
 
 typedef struct {
@@ -107,6 +111,12 @@ static const field_t series_fields[] = {
     {"series_number", F_INT},    {"description", F_TEXT}, {"instances", F_INT},
     {"state", F_TEXT},           {"route_state", F_TEXT}, {"route_reason", F_TEXT},
     {"slice_thickness", F_REAL},
+};
+
+static const field_t object_fields[] = {
+    {"sop_uid", F_TEXT},     {"sop_class_uid", F_TEXT}, {"series_uid", F_TEXT},
+    {"destination", F_TEXT}, {"state", F_TEXT},         {"attempts", F_INT},
+    {"last_error", F_TEXT},  {"sent", F_TIME},
 };
 
 static const field_t job_fields[] = {
@@ -589,7 +599,16 @@ static int findings_array(vg_api_t *api, sqlite3_int64 result_id, cJSON *arr)
     return rc;
 }
 
-/* The study's analysis results, each with its findings. */
+/* Where a result's DICOM objects went: one row per object and
+ * destination, with its delivery state. */
+static int objects_array(vg_api_t *api, sqlite3_int64 result_id, cJSON *arr)
+{
+    sqlite3_stmt *st = stmt(api, Q_RESULT_OBJECTS);
+    sqlite3_bind_int64(st, 1, result_id);
+    return rows_to_array(st, object_fields, NFIELDS(object_fields), arr);
+}
+
+/* The study's analysis results, each with its findings and objects. */
 static int results_array(vg_api_t *api, const char *uid, cJSON *arr)
 {
     sqlite3_stmt *st = stmt(api, Q_RESULTS);
@@ -611,6 +630,9 @@ static int results_array(vg_api_t *api, const char *uid, cJSON *arr)
         cJSON_AddItemToArray(arr, o);
         rc = findings_array(api, sqlite3_column_int64(st, 9),
                             cJSON_AddArrayToObject(o, "findings"));
+        if (rc == 0)
+            rc = objects_array(api, sqlite3_column_int64(st, 9),
+                               cJSON_AddArrayToObject(o, "objects"));
     }
     if (rc == 0 && s != SQLITE_DONE)
         rc = db_error(st);
