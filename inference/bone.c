@@ -51,8 +51,11 @@ static int box_has_bone(const work_t *w, const int b[6])
     return 0;
 }
 
-/* Copies the window whose first voxel is (x0, y0, z0) into DST (W^3),
- * with air outside the grid. */
+/* Copies the window whose first voxel is (x0, y0, z0) into DST (W^3).
+ * Beyond the first and last slice the nearest slice is repeated: the scan
+ * ends there, the body does not, and air would draw a dense band wherever
+ * the scan cuts bone, which the model takes for sclerosis. Outside the
+ * slices' own extent (x, y) it is air, as it is in the image. */
 static void fill_window(const work_t *w, int x0, int y0, int z0, int W, float *dst)
 {
     const vg_grid_t *g = &w->g;
@@ -60,7 +63,8 @@ static void fill_window(const work_t *w, int x0, int y0, int z0, int W, float *d
         for (int y = 0; y < W; y++) {
             float *out = dst + ((size_t)z * W + y) * W;
             int Z = z0 + z, Y = y0 + y;
-            if (Z < 0 || Z >= g->nz || Y < 0 || Y >= g->ny) {
+            Z = Z < 0 ? 0 : Z >= g->nz ? g->nz - 1 : Z;
+            if (Y < 0 || Y >= g->ny) {
                 for (int x = 0; x < W; x++)
                     out[x] = -1024.0f;
                 continue;

@@ -100,8 +100,11 @@ def sliding_window(model, hu, region, window=64, context=8, batch=2):
     k = None
     fg = np.zeros(hu.shape, np.float32)
     cls = None
+    # Beyond the first and last slice the nearest slice is repeated (the
+    # scan ends, the body does not); air elsewhere outside the grid.
     pad = np.full((nz + window, ny + window, nx + window), -1024.0, np.float32)
-    pad[context:context + nz, context:context + ny, context:context + nx] = hu
+    zs = np.clip(np.arange(-context, nz + window - context), 0, nz - 1)
+    pad[:, context:context + ny, context:context + nx] = hu[zs]
     jobs = []
     for z in range(0, nz, step):
         for y in range(0, ny, step):
