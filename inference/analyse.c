@@ -119,6 +119,8 @@ static void emit(FILE *out, const vg_manifest_t *man, const vg_result_t *r, doub
     cJSON_AddNumberToObject(t, "post_s", bt->post_s);
     cJSON_AddNumberToObject(t, "total_s", total);
     cJSON_AddNumberToObject(t, "windows", bt->windows);
+    cJSON_AddNumberToObject(t, "classify_s", bt->classify_s);
+    cJSON_AddNumberToObject(t, "candidates", bt->candidates);
     cJSON_AddNumberToObject(o, "peak_rss_mb", peak_rss_kb() / 1024.0);
     cJSON *arr = cJSON_AddArrayToObject(o, "findings");
     for (int i = 0; i < r->n_findings; i++)
@@ -134,11 +136,14 @@ int vg_analyse_dir(const char *dir, const char *manifest, const char *device, in
 {
     static char err[1024];
     vg_manifest_t man;
-    vg_model_t *model = NULL;
+    vg_model_t *model = NULL, *classifier = NULL;
     if (vg_manifest_load(manifest, &man, err, sizeof err) < 0 ||
         (vg_runtime_set_threads(threads),
-         vg_model_load(man.model_path, device, &model, err, sizeof err) < 0)) {
+         vg_model_load(man.model_path, device, &model, err, sizeof err) < 0) ||
+        (man.classifier_path[0] &&
+         vg_model_load(man.classifier_path, device, &classifier, err, sizeof err) < 0)) {
         fprintf(stderr, "vigil-worker: %s\n", err);
+        vg_model_destroy(model);
         return 1;
     }
     int n = 0;
@@ -154,7 +159,7 @@ int vg_analyse_dir(const char *dir, const char *manifest, const char *device, in
         snprintf(r.reason, sizeof r.reason, "%.250s", err);
         rc = 0;
     } else if (rc == 0) {
-        rc = vg_bone_analyse(model, &man, vol, &r, &bt, err, sizeof err);
+        rc = vg_bone_analyse(model, classifier, &man, vol, &r, &bt, err, sizeof err);
     }
     if (rc == 0)
         emit(out, &man, &r, t1 - t0, &bt, seconds() - t0);
@@ -165,6 +170,7 @@ int vg_analyse_dir(const char *dir, const char *manifest, const char *device, in
     for (int i = 0; i < n; i++)
         free(files[i]);
     free(files);
+    vg_model_destroy(classifier);
     vg_model_destroy(model);
     return rc == 0 ? 0 : 1;
 }

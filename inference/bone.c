@@ -1,7 +1,11 @@
 /* Bone-lesion analysis; see bone.h. The grid is isotropic at the
  * manifest's spacing; windows of window_voxels are run where their core
  * (the window less context_voxels on each side) holds bone, and only the
- * core of each window is kept, so every voxel is written once. */
+ * core of each window is kept, so every voxel is written once. The
+ * optional classifier sees a crop_voxels cube of the same grid centred on
+ * each candidate, filled as the windows are: voxel round(centroid) at
+ * index crop_voxels / 2, as scripts/lesion_classifier.py crops in
+ * training. */
 #include "inference/bone.h"
 
 #include <errno.h>
@@ -15,6 +19,7 @@
 #include "server/error.h"
 
 #define BATCH 2
+#define CLS_BATCH 8
 #define MAX_FINDINGS 64
 
 typedef struct work {
@@ -271,22 +276,26 @@ static void patient_box(const vg_grid_t *g, const int box[6], double out[2][3])
     }
 }
 
-/* Turns component ID into a finding; returns its metastatic share. */
+/* Turns component ID into a finding; returns its metastatic share. P,
+ * when not NULL, is the classifier's distribution (K + 1 values, 0 = not
+ * a lesion), which then gives type, probability and share; otherwise the
+ * segmentation's summed class probabilities and mean foreground do. */
 static double make_finding(const work_t *w, const int32_t *labels, int id, const comp_t *c,
-                           vg_finding_t *f)
+                           const float *p, vg_finding_t *f)
 {
     const vg_manifest_t *man = w->man;
     double total = 0, metastatic = 0, best = -1;
     int type = 0;
     for (int k = 0; k < w->k; k++) {
-        total += c->sum_cls[k];
+        double v = p ? p[k + 1] : c->sum_cls[k];
+        total += v;
         if (man->classes[k].metastatic)
-            metastatic += c->sum_cls[k];
-        if (c->sum_cls[k] > best)
-            best = c->sum_cls[k], type = k;
+            metastatic += v;
+        if (v > best)
+            best = v, type = k;
     }
     snprintf(f->type, sizeof f->type, "%s", man->classes[type].name);
-    f->probability = c->sum_fg / (double)c->count;
+    f->probability = p ? 1.0 - p[0] : c->sum_fg / (double)c->count;
     f->volume_mm3 = (double)c->count * pow(w->g.spacing, 3);
     f->mean_hu = c->sum_hu / (double)c->count;
     vg_grid_to_patient(&w->g, c->sum_pos[0] / c->count, c->sum_pos[1] / c->count,
@@ -296,16 +305,81 @@ static double make_finding(const work_t *w, const int32_t *labels, int id, const
     return total > 0 ? metastatic / total : 0;
 }
 
+/* Runs CLS on the crop around each of the N candidates IDS, CLS_BATCH
+ * crops per forward, into PROBS (N x (K + 1), the caller's). A batch of
+ * one is sent twice over: libtorch 1.13 runs a single 3D input through a
+ * convolution ten times slower than two. Returns 0, VG_EMODEL with err
+ * filled, or -ENOMEM. */
+static int classify(vg_model_t *cls, const work_t *w, const comp_t *comps, const int *ids, int n,
+                    float *probs, char *err, size_t len)
+{
+    int C = w->man->crop_voxels, K1 = w->k + 1, rc = 0;
+    size_t vol = (size_t)C * C * C;
+    float *in = malloc(sizeof(float) * CLS_BATCH * vol);
+    if (!in)
+        return -ENOMEM;
+    for (int i0 = 0; rc == 0 && i0 < n; i0 += CLS_BATCH) {
+        int b = n - i0 < CLS_BATCH ? n - i0 : CLS_BATCH, sent = b < 2 ? 2 : b;
+        for (int j = 0; j < sent; j++) {
+            const comp_t *c = &comps[ids[i0 + (j < b ? j : 0)]];
+            int o[3];
+            for (int a = 0; a < 3; a++)
+                o[a] = (int)floor(c->sum_pos[a] / (double)c->count + 0.5) - C / 2;
+            fill_window(w, o[0], o[1], o[2], C, in + (size_t)j * vol);
+        }
+        vg_tensor_t t = {in, {sent, 1, C, C, C}, 5}, out[2];
+        int n_out = 0;
+        rc = vg_model_forward(cls, &t, 1, out, 2, &n_out, err, len);
+        if (rc < 0)
+            break;
+        if (out[0].ndim != 2 || out[0].shape[0] != sent || out[0].shape[1] != K1) {
+            snprintf(err, len, "classifier output has shape other than [%d, %d]", sent, K1);
+            rc = VG_EMODEL;
+        } else {
+            memcpy(probs + (size_t)i0 * K1, out[0].data, sizeof(float) * (size_t)b * K1);
+        }
+        for (int i = 0; i < n_out; i++)
+            vg_tensor_free(&out[i]);
+    }
+    free(in);
+    return rc;
+}
+
 static int by_probability(const void *a, const void *b)
 {
     double pa = ((const vg_finding_t *)a)->probability, pb = ((const vg_finding_t *)b)->probability;
     return pa < pb ? 1 : pa > pb ? -1 : 0;
 }
 
-/* Components of the thresholded map inside the bone region become
- * findings; the patient score is the noisy-OR of their metastatic
- * probabilities. */
-static int find_lesions(work_t *w, vg_result_t *res)
+/* Candidates: components of the thresholded map inside the bone region
+ * of at least min_volume_mm3, as IDS (owned by the caller); with CLS,
+ * their class probabilities into *PROBS (owned by the caller). Returns the
+ * count of candidates, or VG_EMODEL / -ENOMEM with err filled. */
+static int candidates(work_t *w, vg_model_t *cls, const comp_t *comps, int n, int **ids,
+                      float **probs, char *err, size_t len)
+{
+    double min_vox = w->man->min_volume_mm3 / pow(w->g.spacing, 3);
+    int nc = 0;
+    *ids = malloc(sizeof **ids * (size_t)(n > 0 ? n : 1));
+    *probs = NULL;
+    if (!*ids)
+        return -ENOMEM;
+    for (int id = 1; id <= n; id++)
+        if ((double)comps[id].count >= min_vox)
+            (*ids)[nc++] = id;
+    if (!cls || nc == 0)
+        return nc;
+    *probs = malloc(sizeof **probs * (size_t)nc * (w->k + 1));
+    if (!*probs)
+        return -ENOMEM;
+    int rc = classify(cls, w, comps, *ids, nc, *probs, err, len);
+    return rc < 0 ? rc : nc;
+}
+
+/* Candidates become findings (those the classifier rejects do not); the
+ * patient score is the noisy-OR of their metastatic probabilities. */
+static int find_lesions(work_t *w, vg_model_t *cls, vg_result_t *res, vg_bone_timings_t *t,
+                        char *err, size_t len)
 {
     int32_t *labels = malloc(w->n * sizeof *labels);
     uint8_t *m = malloc(w->n);
@@ -326,21 +400,30 @@ static int find_lesions(work_t *w, vg_result_t *res)
         if (labels[v])
             comp_add(&comps[labels[v]], w, v, (int)(v % w->g.nx), (int)(v / w->g.nx % w->g.ny),
                      (int)(v / ((size_t)w->g.nx * w->g.ny)));
-    res->findings = calloc(MAX_FINDINGS, sizeof *res->findings);
+    int *ids = NULL;
+    float *probs = NULL;
+    double t0 = seconds();
+    int nc = candidates(w, cls, comps, n, &ids, &probs, err, len);
+    t->classify_s = cls ? seconds() - t0 : 0;
+    t->candidates = cls && nc > 0 ? nc : 0;
+    res->findings = nc >= 0 ? calloc(MAX_FINDINGS, sizeof *res->findings) : NULL;
     double none = 1.0; /* probability that no lesion is metastatic */
-    int rc = res->findings ? 0 : -ENOMEM;
-    double min_vox = w->man->min_volume_mm3 / pow(w->g.spacing, 3);
-    for (int id = 1; rc == 0 && id <= n; id++) {
-        if ((double)comps[id].count < min_vox || res->n_findings == MAX_FINDINGS)
+    int rc = nc < 0 ? nc : res->findings ? 0 : -ENOMEM;
+    for (int i = 0; rc == 0 && i < nc; i++) {
+        const float *p = probs ? probs + (size_t)i * (w->k + 1) : NULL;
+        if ((p && 1.0 - p[0] < w->man->min_lesion_probability) ||
+            res->n_findings == MAX_FINDINGS)
             continue;
         vg_finding_t *f = &res->findings[res->n_findings++];
-        double share = make_finding(w, labels, id, &comps[id], f);
+        double share = make_finding(w, labels, ids[i], &comps[ids[i]], p, f);
         none *= 1.0 - f->probability * share;
-        rc = fill_mask(w, labels, id, &comps[id], f);
+        rc = fill_mask(w, labels, ids[i], &comps[ids[i]], f);
     }
-    qsort(res->findings, (size_t)res->n_findings, sizeof *res->findings, by_probability);
+    if (res->findings)
+        qsort(res->findings, (size_t)res->n_findings, sizeof *res->findings, by_probability);
     res->patient_score = 1.0 - none;
     res->positive = res->patient_score >= w->man->operating_threshold;
+    free(ids), free(probs);
     free(comps);
     free(labels);
     return rc;
@@ -368,8 +451,9 @@ static void describe_grid(const vg_grid_t *g, char *out, size_t len)
              g->col_dir[2], g->normal[0], g->normal[1], g->normal[2]);
 }
 
-int vg_bone_analyse(vg_model_t *model, const vg_manifest_t *man, const vg_volume_t *vol,
-                    vg_result_t *res, vg_bone_timings_t *t, char *err, size_t errlen)
+int vg_bone_analyse(vg_model_t *model, vg_model_t *classifier, const vg_manifest_t *man,
+                    const vg_volume_t *vol, vg_result_t *res, vg_bone_timings_t *t,
+                    char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
     work_t w = {.man = man, .k = man->n_classes};
@@ -388,7 +472,7 @@ int vg_bone_analyse(vg_model_t *model, const vg_manifest_t *man, const vg_volume
     double t2 = seconds();
     t->model_s = t2 - t1;
     if (rc == 0)
-        rc = find_lesions(&w, res);
+        rc = find_lesions(&w, classifier, res, t, err, errlen);
     t->post_s = seconds() - t2;
     if (rc == 0) {
         snprintf(res->status, sizeof res->status, "done");

@@ -124,6 +124,53 @@ static int read_numbers(const cJSON *root, vg_manifest_t *m, char *err, size_t e
     return 0;
 }
 
+/* The optional second stage. A manifest that names one describes the
+ * two-stage pipeline, so the classifier's own lesion_threshold,
+ * min_volume_mm3 and operating_threshold, where given, replace the
+ * segmentation's: candidates are then found with a more generous
+ * threshold (the classifier removes the false ones), and the patient score
+ * is made from the classifier's probabilities, for which a threshold
+ * chosen on the segmentation's scores would mean nothing. */
+static int read_classifier(const cJSON *root, vg_manifest_t *m, char *file, size_t filelen,
+                           char *err, size_t errlen)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "classifier");
+    double crop = 0, op = 0;
+    if (!c || cJSON_IsNull(c))
+        return 0;
+    if (!cJSON_IsObject(c) || get_str(c, "model", file, filelen, 1) < 0 || !file[0] ||
+        get_num(c, "crop_voxels", &crop) < 0 ||
+        get_num(c, "min_lesion_probability", &m->min_lesion_probability) < 0) {
+        snprintf(err, errlen, "classifier: model (file name), crop_voxels and"
+                              " min_lesion_probability required");
+        return VG_EINVAL_CFG;
+    }
+    if (crop < 8 || crop > 128 || crop != (int)crop || m->min_lesion_probability < 0 ||
+        m->min_lesion_probability > 1) {
+        snprintf(err, errlen, "classifier: crop_voxels 8..128 and min_lesion_probability"
+                              " 0..1 required");
+        return VG_EINVAL_CFG;
+    }
+    m->crop_voxels = (int)crop;
+    if (get_num(c, "operating_threshold", &op) == 0)
+        m->operating_threshold = op;
+    if (get_num(c, "min_volume_mm3", &op) == 0)
+        m->min_volume_mm3 = op;
+    if (get_num(c, "lesion_threshold", &op) == 0)
+        m->lesion_threshold = op;
+    if (m->min_volume_mm3 < 0 || m->lesion_threshold <= 0 || m->lesion_threshold > 1) {
+        snprintf(err, errlen, "classifier: lesion_threshold 0..1 and min_volume_mm3 >= 0");
+        return VG_EINVAL_CFG;
+    }
+    return 0;
+}
+
+/* DIR/FILE into DST; -1 when it does not fit. */
+static int join_path(char *dst, size_t len, const char *dir, const char *file)
+{
+    return snprintf(dst, len, "%s/%s", dir, file) >= (int)len ? -1 : 0;
+}
+
 int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
@@ -141,7 +188,7 @@ int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errle
         cJSON_Delete(root);
         return VG_EINVAL_CFG;
     }
-    char file[512] = "", local[512] = "";
+    char file[512] = "", cls_file[512] = "", local[512] = "";
     char abs[PATH_MAX];
     snprintf(m->dir, sizeof m->dir, "%s", realpath(path, abs) ? abs : path);
     char *slash = strrchr(m->dir, '/');
@@ -162,13 +209,16 @@ int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errle
         rc = read_classes(root, m, local, sizeof local);
     if (rc == 0)
         rc = read_numbers(root, m, local, sizeof local);
+    if (rc == 0)
+        rc = read_classifier(root, m, cls_file, sizeof cls_file, local, sizeof local);
     cJSON_Delete(root);
     if (rc < 0) {
         snprintf(err, errlen, "%s: %s", path, local);
         return rc;
     }
-    if (snprintf(m->model_path, sizeof m->model_path, "%s/%s", m->dir, file) >=
-        (int)sizeof m->model_path) {
+    if (join_path(m->model_path, sizeof m->model_path, m->dir, file) < 0 ||
+        (cls_file[0] && join_path(m->classifier_path, sizeof m->classifier_path, m->dir,
+                                  cls_file) < 0)) {
         snprintf(err, errlen, "%s: model path too long", path);
         return VG_EINVAL_CFG;
     }

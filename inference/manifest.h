@@ -44,10 +44,10 @@ typedef struct vg_manifest {
     int context_voxels;         /* margin around each window's kept core */
     double bone_threshold_hu;   /* bone region: HU above this ... */
     double bone_margin_mm;      /* ... dilated by this much */
+    /* The next three are the classifier's own when it gives them. */
     double lesion_threshold;    /* voxel foreground probability */
     double min_volume_mm3;      /* smaller components are dropped */
-    double operating_threshold; /* patient-level positive call; the
-                                   classifier's own when it names one */
+    double operating_threshold; /* patient-level positive call */
     /* The optional per-lesion classifier ("classifier" in the JSON). */
     char classifier_path[4096]; /* absolute path of its TorchScript; "" none */
     int crop_voxels;            /* edge of the HU cube around a candidate */

@@ -39,6 +39,7 @@ typedef struct worker {
     vg_index_t *idx;
     vg_manifest_t man;
     vg_model_t *model;
+    vg_model_t *classifier; /* the manifest's second stage, or NULL */
     time_t next_load;
     vg_worker_state_t st; /* what the workers table shows */
 } worker_t;
@@ -87,8 +88,9 @@ static void set_status(worker_t *wk, int available, const char *error)
                wk->cfg.name, wk->device, error, RELOAD_SECONDS);
 }
 
-/* Loads manifest and model; on failure they stay unloaded until the next
- * attempt, RELOAD_SECONDS later. */
+/* Loads manifest, model and the classifier the manifest names; on
+ * failure of any they all stay unloaded until the next attempt,
+ * RELOAD_SECONDS later. */
 static void try_load(worker_t *wk)
 {
     char err[512];
@@ -107,6 +109,14 @@ static void try_load(worker_t *wk)
     }
     vg_runtime_set_threads(wk->cfg.threads);
     if (vg_model_load(wk->man.model_path, wk->device, &wk->model, err, sizeof err) < 0) {
+        set_status(wk, 0, err);
+        return;
+    }
+    if (wk->man.classifier_path[0] &&
+        vg_model_load(wk->man.classifier_path, wk->device, &wk->classifier, err, sizeof err) <
+            0) {
+        vg_model_destroy(wk->model);
+        wk->model = NULL;
         set_status(wk, 0, err);
         return;
     }
@@ -201,7 +211,8 @@ static void run_job(worker_t *wk, const vg_job_t *job)
         return;
     }
     if (rc == 0)
-        rc = vg_bone_analyse(wk->model, &wk->man, vol, &r, &bt, err, sizeof err);
+        rc = vg_bone_analyse(wk->model, wk->classifier, &wk->man, vol, &r, &bt, err,
+                             sizeof err);
     double t2 = seconds();
     if (rc == 0) {
         set_destinations(wk, job, &r);
@@ -379,6 +390,7 @@ int vg_worker_run(const vg_worker_opts_t *o, char *err, size_t errlen)
         idle(&open);
     }
     vg_worker_state_exited(wk->idx, wk->name, (int)getpid(), vg_now_ms());
+    vg_model_destroy(wk->classifier);
     vg_model_destroy(wk->model);
     vg_index_close(wk->idx);
     free(wk);

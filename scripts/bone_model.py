@@ -7,7 +7,9 @@ each one): a small 3D U-Net on an isotropic 1.5 mm grid, two pooling levels,
 9 output classes (background + the 8 lesion types). Typing is per lesion:
 the voxel class probabilities of a connected lesion are summed, weighted by
 its foreground probability, and the largest sum names the type, so one
-lesion gets one type. The network takes raw Hounsfield units and windows
+lesion gets one type. A second stage (lesion_classifier.py) can then
+look at each candidate lesion again, and drop it or type it (find_lesions
+with a classifier). The network takes raw Hounsfield units and windows
 them itself (a bone and a soft-tissue window), so the C side passes HU
 unchanged and cannot disagree with training about normalisation.
 
@@ -142,38 +144,110 @@ def label_components(mask):
     return lab.astype(np.int32), int(n)
 
 
-def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic):
-    """Lesions as the node finds them: list of dicts (type index 1..K,
-    probability, voxel count, centroid voxel, bbox voxel, mask indices) and
-    the patient score (noisy-OR of probability x metastatic share)."""
+def components(fg, cls, region, threshold):
+    """The candidates: 26-connected components of region & fg >= THRESHOLD,
+    in label order, each a dict with its voxel count, centroid and box
+    (voxel z y x, box corners inclusive), mean foreground probability,
+    summed class probabilities weighted by foreground (segmentation
+    typing) and mask (index tuple)."""
     from scipy import ndimage
-    mask = region & (fg >= threshold)
-    lab, n = label_components(mask)
+    lab, n = label_components(region & (fg >= threshold))
     out = []
-    none = 1.0
-    min_vox = min_volume_mm3 / spacing ** 3
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
             continue
         local = lab[sl] == i
-        count = int(local.sum())
-        if count < min_vox:
-            continue
         off = [s.start for s in sl]
         vox = tuple(v + o for v, o in zip(np.nonzero(local), off))
         f = fg[vox]
-        sums = (cls[:, vox[0], vox[1], vox[2]] * f[None]).sum(axis=1)
-        total = sums.sum()
-        share = float(sums[metastatic].sum() / total) if total > 0 else 0.0
-        prob = float(f.mean())
-        none *= 1.0 - prob * share
         out.append({
-            "type_index": int(np.argmax(sums)) + 1,
-            "probability": prob,
-            "voxels": count,
+            "voxels": int(local.sum()),
             "centroid": [float(v.mean()) for v in vox],
-            "mean_hu": float(hu[vox].mean()),
+            "bbox": [[int(v.min()) for v in vox], [int(v.max()) for v in vox]],
+            "fg_mean": float(f.mean()),
+            "seg_sums": (cls[:, vox[0], vox[1], vox[2]] * f[None]).sum(axis=1).tolist(),
             "mask": vox,
         })
+    return out
+
+
+def lesion_call(comp, typing, metastatic):
+    """(type index 1..K, probability, metastatic share) of a component.
+    TYPING "segmentation": the largest summed class probability, the mean
+    foreground probability; "classifier": the classifier's most probable
+    lesion class and its lesion probability 1 - p(not a lesion) (needs
+    comp["cls_p"], the classifier's K+1 probabilities); "product": the
+    classifier's class probabilities times the segmentation's class shares,
+    with the classifier's lesion probability. The share is that of the
+    metastatic classes in the distribution the type came from."""
+    sums = np.asarray(comp["seg_sums"], np.float64)
+    if typing == "segmentation":
+        dist, prob = sums, comp["fg_mean"]
+    else:
+        p = np.asarray(comp["cls_p"], np.float64)
+        dist, prob = p[1:], float(1.0 - p[0])
+        if typing == "product":
+            total = sums.sum()
+            dist = dist * (sums / total if total > 0 else 1.0)
+    total = dist.sum()
+    share = float(dist[metastatic].sum() / total) if total > 0 else 0.0
+    return int(np.argmax(dist)) + 1, float(prob), share
+
+
+def load_classifier(manifest_path):
+    """The second stage the manifest at MANIFEST_PATH names, as the node
+    reads it: a dict of model (TorchScript), crop_voxels,
+    min_lesion_probability and the lesion_threshold, min_volume_mm3 and
+    operating_threshold of the two-stage pipeline (the classifier's own,
+    else the manifest's); None when it names none."""
+    import json
+    import os
+    with open(manifest_path) as f:
+        man = json.load(f)
+    c = man.get("classifier")
+    if not c:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(manifest_path)), c["model"])
+    post = man["postprocess"]
+    return {"model": torch.jit.load(path), "crop_voxels": int(c["crop_voxels"]),
+            "min_lesion_probability": float(c["min_lesion_probability"]),
+            "lesion_threshold": float(c.get("lesion_threshold", post["lesion_threshold"])),
+            "min_volume_mm3": float(c.get("min_volume_mm3", post["min_volume_mm3"])),
+            "operating_threshold": float(c.get("operating_threshold",
+                                               man["operating_threshold"]))}
+
+
+def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic,
+                 classifier=None, crop_voxels=32, min_lesion_probability=0.5):
+    """Lesions as the node finds them: list of dicts (type index 1..K,
+    probability, voxel count, centroid voxel, mask indices) and the patient
+    score (noisy-OR of probability x metastatic share). With CLASSIFIER
+    (the second stage, lesion_classifier.py) each component of at least
+    min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
+    centroid; it is kept when its lesion probability reaches
+    MIN_LESION_PROBABILITY, and the classifier gives its type and
+    probability ("classifier" in lesion_call), as inference/bone.c does."""
+    comps = components(fg, cls, region, threshold)
+    min_vox = min_volume_mm3 / spacing ** 3
+    comps = [c for c in comps if c["voxels"] >= min_vox]
+    typing = "segmentation"
+    if classifier is not None:
+        import lesion_classifier as lc
+        p = lc.classify(classifier, hu, [c["centroid"] for c in comps], crop_voxels)
+        for c, q in zip(comps, p):
+            c["cls_p"] = q.tolist()
+        comps = [c for c in comps if 1.0 - c["cls_p"][0] >= min_lesion_probability]
+        typing = "classifier"
+    out = []
+    none = 1.0
+    for c in comps:
+        t, prob, share = lesion_call(c, typing, metastatic)
+        none *= 1.0 - prob * share
+        d = {"type_index": t, "probability": prob, "voxels": c["voxels"],
+             "centroid": c["centroid"], "mean_hu": float(hu[c["mask"]].mean()),
+             "mask": c["mask"]}
+        if "cls_p" in c:
+            d["class_probabilities"] = c["cls_p"]
+        out.append(d)
     out.sort(key=lambda d: -d["probability"])
     return out, 1.0 - none

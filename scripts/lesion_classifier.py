@@ -1,0 +1,127 @@
+"""The second stage of the bone-lesion pipeline: a small 3D CNN that looks
+at a cube of CT around one candidate lesion (a connected component of the
+segmentation's foreground) and says whether it is a lesion at all and, if
+so, which of the 8 types. This is the "detect, then type each lesion"
+split of BLDS: the segmentation finds candidates with a generous threshold,
+and this network, which sees a whole lesion and its surroundings at once,
+rejects the false candidates and names the type. It is not a detector: it
+only answers for the point it is centred on.
+
+Input [B, 1, C, C, C] of raw Hounsfield units on the 1.5 mm analysis grid
+(C = 32: 48 mm, room for the largest lesions and some context), centred
+on the candidate's voxel centroid (crop() below, which inference/bone.c
+reproduces: voxel round(centroid) sits at index C/2; beyond the first and
+last slice the nearest one is repeated, air (-1024) beyond rows and
+columns, as the node fills the segmentation's windows). The network windows HU itself, as BoneSeg does, so the caller
+passes HU unchanged. Output [B, 9]: softmax over 0 = not a lesion, then the
+8 types in phantom_ct.LESION_TYPES order.
+
+Only HU, no stage-1 probability channel: training on HU alone needs no
+segmentation run per training case (phantoms are cheap, sliding-window
+inference is not), and the classifier stays valid when the segmentation
+model is retrained, which is exactly when it is most needed.
+
+Shape: a full-resolution stem (small lesions are 3-16 voxels), three
+poolings to 4^3, then features of the centre (at 8^3 and 4^3) together
+with global mean and max, so the head knows what is at the centre and what
+is around it. About 72k parameters and 66 million multiply-adds per crop,
+about 5 ms per crop on one CPU core in batches of 2-8 (average pooling:
+libtorch 1.13's 3D max pooling on a CPU costs as much as the
+convolutions; a batch of one runs ten times slower, so the node sends at
+least two).
+"""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SOFT_CENTER, SOFT_WIDTH = 40.0, 400.0
+BONE_SCALE = 1000.0
+HU_LO, HU_HI = -1000.0, 2000.0
+CROP = 32
+AIR = -1024.0
+
+
+def conv_bn(cin, cout):
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+class LesionClassifier(nn.Module):
+    """[B, 1, C, C, C] HU (C a multiple of 8, at least 16) -> [B, K+1]
+    probabilities, class 0 = not a lesion."""
+
+    __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale"]
+
+    def __init__(self, n_classes: int = 8, ch=(8, 16, 32, 48), hidden: int = 32,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.hu_lo, self.hu_hi = HU_LO, HU_HI
+        self.soft_center, self.soft_width = SOFT_CENTER, SOFT_WIDTH
+        self.bone_scale = BONE_SCALE
+        c0, c1, c2, c3 = ch
+        self.stem = conv_bn(2, c0)
+        self.b1 = nn.Sequential(conv_bn(c0, c1), conv_bn(c1, c1))
+        self.b2 = conv_bn(c1, c2)
+        self.b3 = conv_bn(c2, c3)
+        self.drop = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(c2 + 3 * c3, hidden)
+        self.fc2 = nn.Linear(hidden, n_classes + 1)
+
+    def logits(self, hu: torch.Tensor) -> torch.Tensor:
+        hu = hu.clamp(self.hu_lo, self.hu_hi)
+        soft = ((hu - self.soft_center) / self.soft_width).clamp(-1.5, 1.5)
+        bone = hu / self.bone_scale
+        h = self.stem(torch.cat([soft, bone], dim=1))
+        h = self.b1(F.avg_pool3d(h, 2))
+        h8 = self.b2(F.avg_pool3d(h, 2))
+        h4 = self.b3(F.avg_pool3d(h8, 2))
+        n8, n4 = h8.shape[2], h4.shape[2]
+        c8 = h8[:, :, n8 // 2 - 1:n8 // 2 + 1, n8 // 2 - 1:n8 // 2 + 1,
+                n8 // 2 - 1:n8 // 2 + 1].mean(dim=(2, 3, 4))
+        c4 = h4[:, :, n4 // 2 - 1:n4 // 2 + 1, n4 // 2 - 1:n4 // 2 + 1,
+                n4 // 2 - 1:n4 // 2 + 1].mean(dim=(2, 3, 4))
+        g = h4.mean(dim=(2, 3, 4))
+        m = h4.amax(dim=(2, 3, 4))
+        f = torch.cat([c8, c4, g, m], dim=1)
+        return self.fc2(self.drop(F.relu(self.fc1(f))))
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(hu), dim=1)
+
+
+def crop_origin(centroid, size=CROP):
+    """First voxel (z, y, x) of the crop centred on CENTROID (voxel
+    coordinates, z y x): voxel floor(c + 0.5) sits at index size // 2."""
+    return [int(np.floor(c + 0.5)) - size // 2 for c in centroid]
+
+
+def crop(hu, centroid, size=CROP):
+    """The SIZE^3 float32 cube of HU centred on CENTROID, as the node's
+    windows are filled: beyond the first and last slice (z) the nearest
+    slice is repeated (the scan ends there, the body does not), air beyond
+    the grid's rows and columns."""
+    out = np.full((size,) * 3, AIR, np.float32)
+    lo = crop_origin(centroid, size)
+    src, dst = [], []
+    for a in (1, 2):
+        s0, s1 = max(lo[a], 0), min(lo[a] + size, hu.shape[a])
+        if s1 <= s0:
+            return out
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - lo[a], s1 - lo[a]))
+    zs = np.clip(np.arange(lo[0], lo[0] + size), 0, hu.shape[0] - 1)
+    out[:, dst[0], dst[1]] = hu[zs][:, src[0], src[1]]
+    return out
+
+
+def classify(model, hu, centroids, size=CROP, batch=8):
+    """Class probabilities [N, K+1] of the candidates centred on CENTROIDS
+    (voxel z y x), BATCH crops per forward, as the node runs them."""
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(centroids), batch):
+            x = np.stack([crop(hu, c, size) for c in centroids[i:i + batch]])[:, None]
+            probs.append(model(torch.from_numpy(x)).numpy())
+    return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
