@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <vector>
 
 #include "server/error.h"
@@ -246,6 +247,22 @@ class VigilPoolBase : public DcmBaseSCPPool {
         wake_[0] = wake_[1] = -1;
     }
 
+    /* DCMTK's workers delete themselves when their association ends but
+     * nobody joins their threads, so every association would keep its
+     * thread's stack mapped (8 MiB of address space and two mappings):
+     * a node that takes tens of thousands of associations would run out
+     * of mappings and refuse every study. A worker detaches its thread
+     * first; the pool never joins (listen() waits for the busy count). */
+    class DetachedWorker : public DcmBaseSCPWorker {
+      protected:
+        explicit DetachedWorker(DcmBaseSCPPool &pool) : DcmBaseSCPWorker(pool) {}
+        virtual void run()
+        {
+            pthread_detach(pthread_self());
+            DcmBaseSCPWorker::run();
+        }
+    };
+
     int open_listener(const char *bind_addr, int port, char *err, size_t errlen);
     void request_stop();
     virtual OFCondition listen();
@@ -268,7 +285,7 @@ class VigilPoolBase : public DcmBaseSCPPool {
     std::atomic<bool> stop_;
 };
 
-typedef DcmSCPPool<VigilSCP, VigilPoolBase> Pool;
+typedef DcmSCPPool<VigilSCP, VigilPoolBase, VigilPoolBase::DetachedWorker> Pool;
 
 /* The most pending connections kept waiting for their first PDU. */
 const size_t max_pending = 256;
@@ -518,6 +535,7 @@ extern "C" int vg_scp_start(const vg_scp_options_t *opt, const vg_scp_callbacks_
         }
         /* Debian's DCMTK leaves Nagle's algorithm on unless asked. */
         setenv("TCP_NODELAY", "1", 1);
+        vg_dcm_network_init();
         dcmDisableGethostbyaddr.set(OFTrue);
         OFLog::configure(opt->verbose ? OFLogger::INFO_LOG_LEVEL
                                       : OFLogger::WARN_LOG_LEVEL);
@@ -599,6 +617,20 @@ extern "C" int vg_scp_join(vg_scp_t *scp, int timeout_ms)
     }
     g_cb = NULL;
     return 0;
+}
+
+extern "C" void vg_dcm_network_init(void)
+{
+    try {
+        static std::once_flag once;
+        std::call_once(once, []() {
+            T_ASC_Network *net = NULL;
+            if (ASC_initializeNetwork(NET_REQUESTOR, 0, 1, &net).good())
+                ASC_dropNetwork(&net);
+        });
+    } catch (...) {
+        /* Then the first network set up does it, as DCMTK would. */
+    }
 }
 
 static void get_str(DcmItem *item, const DcmTagKey &tag, char *dst, size_t len)

@@ -99,6 +99,11 @@ int vg_scp_join(vg_scp_t *scp, int timeout_ms);
 int vg_dcm_read_meta(const char *path, vg_instance_meta_t *meta, char *err,
                      size_t errlen);
 
+/* DCMTK's upper layer fills its global state tables the first time any
+ * thread sets up a network, without a lock. Called (once is enough, more
+ * is harmless) before the listener or a sender starts a thread. */
+void vg_dcm_network_init(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "server/dcm_shim.h"
 #include "server/error.h"
 
 namespace
@@ -496,6 +497,7 @@ extern "C" void vg_scu_init(int verbose)
             const char *v = getenv("TCP_NODELAY");
             if (!v || strcmp(v, "1") != 0)
                 setenv("TCP_NODELAY", "1", 1);
+            vg_dcm_network_init();
             DJDecoderRegistration::registerCodecs();
             DJLSDecoderRegistration::registerCodecs();
             DcmRLEDecoderRegistration::registerCodecs();

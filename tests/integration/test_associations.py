@@ -129,3 +129,24 @@ def test_too_many_associations(node, ct_series, tmp_path):
     assert rc == 0, (tmp_path / "storescu.log").read_text()[-2000:]
     ok = echoscu(node.port)
     assert ok.returncode == 0 and vigil.assoc_accepted(ok), ok
+
+
+def mappings(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return sum(1 for _ in f)
+
+
+def test_ended_associations_leave_no_threads_behind(node):
+    """Each association runs on a thread of its own; once it ends, nothing
+    of that thread (its stack is a mapping of its own) may stay, or a node
+    that takes tens of thousands of associations runs out of mappings and
+    refuses every study."""
+    node.start()
+    for _ in range(5):  # the allocator's arenas settle first
+        assert echoscu(node.port).returncode == 0
+    before = mappings(node.pid)
+    for _ in range(60):
+        res = echoscu(node.port)
+        assert res.returncode == 0, res
+    grown = mappings(node.pid) - before
+    assert grown < 20, "%d new mappings after 60 associations" % grown
