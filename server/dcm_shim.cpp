@@ -247,18 +247,26 @@ class VigilPoolBase : public DcmBaseSCPPool {
         wake_[0] = wake_[1] = -1;
     }
 
-    /* DCMTK's workers delete themselves when their association ends but
-     * nobody joins their threads, so every association would keep its
-     * thread's stack mapped (8 MiB of address space and two mappings):
-     * a node that takes tens of thousands of associations would run out
-     * of mappings and refuse every study. A worker detaches its thread
-     * first; the pool never joins (listen() waits for the busy count). */
+    /* DCMTK's workers delete themselves when their association ends, and
+     * two things go wrong with that. Nobody joins their threads, so every
+     * association would keep its thread's stack mapped (8 MiB of address
+     * space and two mappings): a node taking tens of thousands of
+     * associations would run out of mappings and refuse every study. And
+     * OFThread::start() stores the new thread's id into the worker after
+     * pthread_create() returns, by which time a short association (a
+     * rejected one) may have ended and the worker freed itself: a write
+     * into freed memory. So a worker detaches its thread (the pool never
+     * joins: listen() waits for the busy count) and waits at its start
+     * until hand_over() has left runAssociation(). */
     class DetachedWorker : public DcmBaseSCPWorker {
       protected:
         explicit DetachedWorker(DcmBaseSCPPool &pool) : DcmBaseSCPWorker(pool) {}
         virtual void run()
         {
             pthread_detach(pthread_self());
+            VigilPoolBase &pool = static_cast<VigilPoolBase &>(m_pool);
+            pool.start_gate_.lock();
+            pool.start_gate_.unlock();
             DcmBaseSCPWorker::run();
         }
     };
@@ -283,6 +291,7 @@ class VigilPoolBase : public DcmBaseSCPPool {
     int wake_[2];
     int acse_timeout_;
     std::atomic<bool> stop_;
+    std::mutex start_gate_; /* held while a worker is being started */
 };
 
 typedef DcmSCPPool<VigilSCP, VigilPoolBase, VigilPoolBase::DetachedWorker> Pool;
@@ -408,7 +417,10 @@ void VigilPoolBase::hand_over(T_ASC_Network *net, const Pending &p,
         }
         return;
     }
-    c = runAssociation(assoc, shared);
+    {
+        std::lock_guard<std::mutex> started(start_gate_);
+        c = runAssociation(assoc, shared);
+    }
     if (c.bad()) {
         g_cb->refused(g_cb->ctx, VG_REFUSED_TOO_MANY, assoc->params->DULparams.callingAPTitle,
                       assoc->params->DULparams.calledAPTitle, p.peer, c == NET_EC_SCPBusy ? "max_associations reached" : c.text());
