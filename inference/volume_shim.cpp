@@ -207,9 +207,13 @@ int decode_slice(const Slice &s, float *out, char *reason, size_t len)
     ds->findAndGetUint16(DCM_BitsStored, stored);
     ds->findAndGetUint16(DCM_PixelRepresentation, repr);
     ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
-    Float64 slope = 1, intercept = 0;
-    ds->findAndGetFloat64(DCM_RescaleSlope, slope);
-    ds->findAndGetFloat64(DCM_RescaleIntercept, intercept);
+    /* DCMTK sets the value to 0 when the attribute is absent: keep the
+     * identity then (a slope of 0 would flatten the series). */
+    Float64 slope = 1, intercept = 0, given;
+    if (ds->findAndGetFloat64(DCM_RescaleSlope, given).good() && given != 0)
+        slope = given;
+    if (ds->findAndGetFloat64(DCM_RescaleIntercept, given).good())
+        intercept = given;
     const Uint16 *px = NULL;
     unsigned long count = 0;
     size_t need = (size_t)s.rows * s.cols;

@@ -85,6 +85,30 @@ TEST_IMPL(volume_order_and_hu)
     return 0;
 }
 
+/* Without Rescale Slope and Intercept the stored values are the HU
+ * (slope 1, intercept 0), not flattened to 0. */
+TEST_IMPL(volume_without_rescale)
+{
+    char dir[512], raw[512], reason[256];
+    snprintf(dir, sizeof dir, "%s/ct", test_tmpdir());
+    snprintf(raw, sizeof raw, "%s/raw", test_tmpdir());
+    ASSERT_EQ(make_series(dir, 4), 0);
+    ASSERT_EQ(test_sh("cp -r %s %s && dcmodify -nb -e \"(0028,1052)\" -e \"(0028,1053)\""
+                      " %s/*.dcm >/dev/null",
+                      dir, raw, raw),
+              0);
+    vg_volume_t *a = NULL, *b = NULL;
+    ASSERT_EQ(read_dir(dir, &a, reason, sizeof reason), 0);
+    ASSERT_EQ(read_dir(raw, &b, reason, sizeof reason), 0);
+    /* make-ct-series stores HU + 1024 with intercept -1024. */
+    size_t n = (size_t)a->nx * a->ny * a->nz;
+    for (size_t i = 0; i < n; i += 97)
+        ASSERT_DBL_NEAR(b->hu[i], a->hu[i] + 1024.0, 1e-3);
+    vg_volume_destroy(a);
+    vg_volume_destroy(b);
+    return 0;
+}
+
 TEST_IMPL(volume_compressed_equals_plain)
 {
     char dir[512], jls[512], jpg[512], reason[256];
