@@ -32,9 +32,16 @@ typedef struct vg_ae_cfg {
 typedef struct vg_route_cfg {
     char name[VG_NAME_MAX];
     char model[VG_NAME_MAX];              /* model that analyses the series */
-    char modality[17];                    /* e.g. "CT"; required */
+    char modality[64];                    /* "CT", or a list "MG,US" (commas
+                                             and/or blanks); required */
     int min_slices;                       /* instances in the series */
     double max_slice_thickness;           /* mm; 0 = no limit */
+    char group[16];                       /* what one job analyses: "series"
+                                             (default), "study", "accession"
+                                             or "patient" */
+    int group_window_hours;               /* patient grouping: studies this
+                                             many hours from the completed
+                                             one */
     char destinations[VG_ROUTE_DEST_MAX][VG_NAME_MAX]; /* [ae] names */
     int n_destinations;
     int line;

@@ -30,7 +30,8 @@ static const char *check_ae_title(const char *v);
 static const char *check_ip(const char *v);
 static const char *check_ipv4(const char *v);
 static const char *check_host(const char *v);
-static const char *check_modality(const char *v);
+static const char *check_modalities(const char *v);
+static const char *check_group(const char *v);
 static const char *check_device(const char *v);
 
 #define PEBI 1125899906842624.0 /* 1P: bound of sizes, exact in a double */
@@ -94,12 +95,16 @@ const struct key vg__config_keys[] = {
      F_AE(tls_ca_file), NULL, NULL, 0},
     {K_ROUTE, "model", T_STRING, 1, VG_NAME_MAX - 1, "characters", NULL,
      F_RT(model), NULL, vg__config_check_name, 0},
-    {K_ROUTE, "modality", T_STRING, 1, 16, "characters", NULL,
-     F_RT(modality), NULL, check_modality, 0},
+    {K_ROUTE, "modality", T_STRING, 1, 63, "characters", NULL,
+     F_RT(modality), NULL, check_modalities, 0},
     {K_ROUTE, "min_slices", T_INT, 1, 100000, "", "1", F_RT(min_slices),
      NULL, NULL, 0},
     {K_ROUTE, "max_slice_thickness", T_DOUBLE, 0, 100, "mm", "0",
      F_RT(max_slice_thickness), NULL, NULL, 0},
+    {K_ROUTE, "group", T_STRING, 1, 15, "characters", "series", F_RT(group),
+     NULL, check_group, 0},
+    {K_ROUTE, "group_window_hours", T_INT, 1, 8760, "hours", "24",
+     F_RT(group_window_hours), NULL, NULL, 0},
     {K_ROUTE, "destinations", T_LIST, 0, VG_ROUTE_DEST_MAX, "names", "",
      F_RT(destinations), NULL, vg__config_check_name,
      offsetof(vg_route_cfg_t, n_destinations)},
@@ -194,11 +199,39 @@ const char *vg__config_check_name(const char *v)
     return NULL;
 }
 
-static const char *check_modality(const char *v)
+/* One modality ("CT"), or several for a grouped route ("MG,US"): items
+ * separated by commas and/or blanks, each 1..16 uppercase letters and
+ * digits (a DICOM CS value), none twice. */
+static const char *check_modalities(const char *v)
 {
-    if (strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(v))
-        return "must be uppercase letters and digits (e.g. CT, MG, US)";
-    return NULL;
+    const char *seps = ", \t";
+    int n = 0;
+    for (const char *s = v + strspn(v, seps); *s; s += strspn(s, seps), n++) {
+        size_t w = strcspn(s, seps);
+        if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") < w)
+            return "must be uppercase letters and digits (e.g. CT, MG, US), several"
+                   " separated by commas";
+        if (w > 16)
+            return "has a modality longer than 16 characters";
+        for (const char *t = v + strspn(v, seps); t < s; t += strspn(t, seps)) {
+            size_t tw = strcspn(t, seps);
+            if (tw == w && strncmp(t, s, w) == 0)
+                return "lists a modality twice";
+            t += tw;
+        }
+        s += w;
+    }
+    return n ? NULL : "names no modality (e.g. CT, or MG,US)";
+}
+
+/* What one job of a route analyses; see vg_route_cfg_t.group. */
+static const char *check_group(const char *v)
+{
+    static const char *const groups[] = {"series", "study", "accession", "patient"};
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+        if (strcmp(v, groups[i]) == 0)
+            return NULL;
+    return "is not one of: series, study, accession, patient";
 }
 
 /* "cpu" or "cuda:N", N 0..63 without leading zeros, so that one device

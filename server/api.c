@@ -1,7 +1,8 @@
 /* The node's HTTP routes: /healthz, /metrics (Prometheus text) and the
  * JSON API under /api/v1. It reads the index through prepared statements
- * of its own; its one write is POST /api/v1/outbox/ID/retry, through
- * storage/outbox.h. JSON is built with cJSON. It knows nothing of
+ * of its own; its writes are POST /api/v1/outbox/ID/retry, through
+ * storage/outbox.h, and POST /api/v1/studies/UID/clinical, through
+ * storage/clinical.h. JSON is built with cJSON. It knows nothing of
  * sockets: vg_http hands it whole requests. */
 #include "server/api.h"
 
@@ -19,11 +20,15 @@
 #include "server/error.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "storage/clinical.h"
 #include "storage/outbox.h"
 #include "storage/workers.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
+/* Clinical values are a few hundred bytes; more is a mistake, refused
+ * before it is parsed. */
+#define CLINICAL_BODY_MAX 16384
 
 enum {
     Q_BEGIN,
@@ -38,6 +43,7 @@ enum {
     Q_RESULTS,
     Q_FINDINGS,
     Q_RESULT_OBJECTS,
+    Q_ASSESSMENTS,
     Q_COUNT
 };
 
@@ -76,6 +82,9 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_RESULT_OBJECTS] = "SELECT sop_uid, sop_class_uid, series_uid, destination, state,"
                          " attempts, last_error, sent_ms FROM outbox WHERE result_id = ?1"
                          " ORDER BY id",
+    [Q_ASSESSMENTS] = "SELECT laterality, malignancy_probability, birads, p1, p2, p3, p4,"
+                      " p5, modalities_used, clinical_used FROM assessments"
+                      " WHERE result_id = ?1 ORDER BY idx",
 };
 
 typedef struct {
@@ -135,6 +144,10 @@ static const field_t result_fields[] = {
 static const field_t finding_fields[] = {
     {"type", F_TEXT},   {"probability", F_REAL}, {"volume_mm3", F_REAL},
     {"mean_hu", F_REAL}, {"diameter_mm", F_REAL},
+};
+
+static const field_t assessment_fields[] = {
+    {"laterality", F_TEXT}, {"malignancy_probability", F_REAL}, {"birads", F_TEXT},
 };
 
 static const char *const job_states[] = {"queued", "running", "done", "failed",
@@ -608,6 +621,83 @@ static int objects_array(vg_api_t *api, sqlite3_int64 result_id, cJSON *arr)
     return rows_to_array(st, object_fields, NFIELDS(object_fields), arr);
 }
 
+/* A comma-separated list ("MG_CC,US_B1") as a JSON array of strings. */
+static cJSON *list_json(const char *csv)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (const char *s = csv ? csv : ""; arr && *s; s += strspn(s, ", ")) {
+        size_t w = strcspn(s, ",");
+        size_t n = w;
+        while (n && s[n - 1] == ' ')
+            n--;
+        char item[256];
+        snprintf(item, sizeof item, "%.*s", (int)n, s);
+        if (n && !cJSON_AddItemToArray(arr, cJSON_CreateString(item))) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        s += w;
+    }
+    return arr;
+}
+
+/* The breast model's per-breast assessments of result RESULT_ID, added to
+ * O as "assessments" when it has any (other models' results stay as they
+ * were). */
+static int assessments_array(vg_api_t *api, sqlite3_int64 result_id, cJSON *o)
+{
+    sqlite3_stmt *st = stmt(api, Q_ASSESSMENTS);
+    sqlite3_bind_int64(st, 1, result_id);
+    cJSON *arr = NULL;
+    int s, rc = 0;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!arr && !(arr = cJSON_AddArrayToObject(o, "assessments"))) {
+            rc = -ENOMEM;
+            break;
+        }
+        cJSON *a = row_object(st, assessment_fields, NFIELDS(assessment_fields));
+        cJSON *p = cJSON_CreateArray();
+        for (int k = 0; a && p && k < 5; k++)
+            cJSON_AddItemToArray(p, cJSON_CreateNumber(sqlite3_column_double(st, 3 + k)));
+        cJSON *mods = list_json((const char *)sqlite3_column_text(st, 8));
+        cJSON *clin = list_json((const char *)sqlite3_column_text(st, 9));
+        if (!a || !p || !mods || !clin || cJSON_GetArraySize(p) != 5) {
+            cJSON_Delete(a), cJSON_Delete(p), cJSON_Delete(mods), cJSON_Delete(clin);
+            rc = -ENOMEM;
+            break;
+        }
+        cJSON_AddItemToObject(a, "probabilities", p);
+        cJSON_AddItemToObject(a, "modalities_used", mods);
+        cJSON_AddItemToObject(a, "clinical_used", clin);
+        cJSON_AddItemToArray(arr, a);
+    }
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = db_error(st);
+    stmt_done(st);
+    return rc;
+}
+
+/* C added to O as "clinical", in the form the values are posted in. */
+static int add_clinical(cJSON *o, const vg_clinical_t *c)
+{
+    char text[1024];
+    int rc = vg_clinical_to_json(c, text, sizeof text);
+    cJSON *v = rc == 0 ? cJSON_Parse(text) : NULL;
+    if (rc == 0 && (!v || !cJSON_AddItemToObject(o, "clinical", v))) {
+        cJSON_Delete(v);
+        rc = -ENOMEM;
+    }
+    return rc;
+}
+
+/* The clinical values posted for study UID, added to O as "clinical". */
+static int clinical_object(vg_api_t *api, const char *uid, cJSON *o)
+{
+    vg_clinical_t c;
+    int rc = vg_clinical_get(api->idx, uid, &c);
+    return rc < 0 ? rc : add_clinical(o, &c);
+}
+
 /* The study's analysis results, each with its findings and objects. */
 static int results_array(vg_api_t *api, const char *uid, cJSON *arr)
 {
@@ -633,6 +723,8 @@ static int results_array(vg_api_t *api, const char *uid, cJSON *arr)
         if (rc == 0)
             rc = objects_array(api, sqlite3_column_int64(st, 9),
                                cJSON_AddArrayToObject(o, "objects"));
+        if (rc == 0)
+            rc = assessments_array(api, sqlite3_column_int64(st, 9), o);
     }
     if (rc == 0 && s != SQLITE_DONE)
         rc = db_error(st);
@@ -653,6 +745,8 @@ static int get_study(vg_api_t *api, const vg_http_request_t *req, const char *ui
         rc = rows_to_array(st, series_fields, NFIELDS(series_fields),
                            cJSON_AddArrayToObject(study, "series"));
     }
+    if (rc == 0 && study)
+        rc = clinical_object(api, uid, study);
     if (rc == 0 && study)
         rc = results_array(api, uid, cJSON_AddArrayToObject(study, "results"));
     read_end(api, txn);
@@ -807,6 +901,39 @@ static int post_outbox_retry(vg_api_t *api, const vg_http_request_t *req, const 
     return o ? reply_json(r, 200, o) : -ENOMEM;
 }
 
+/* POST /api/v1/studies/UID/clinical: a JSON object of clinical values
+ * (storage/clinical.h), merged into those posted before; null removes
+ * one. A study whose grouped analysis already ran is analysed again. */
+static int post_clinical(vg_api_t *api, const vg_http_request_t *req, const char *uid,
+                         vg_http_reply_t *r)
+{
+    char why[256], limit[64];
+    if (req->body_len > CLINICAL_BODY_MAX) {
+        snprintf(limit, sizeof limit, "%d", CLINICAL_BODY_MAX);
+        return reply_error(r, 413, "body too large", "limit_bytes", limit);
+    }
+    vg_clinical_t c, now;
+    memset(&c, 0, sizeof c);
+    if (vg_clinical_parse(req->body, req->body_len, &c, why, sizeof why) < 0)
+        return reply_error(r, 400, why, NULL, NULL);
+    int requeued = 0;
+    int rc = vg_clinical_update(api->idx, uid, &c, vg_now_ms(), &now, &requeued);
+    if (rc == VG_ENOTFOUND)
+        return reply_error(r, 404, "study not found", "study_uid", uid);
+    if (rc < 0)
+        return rc;
+    if (requeued)
+        vg_log(VG_LOG_INFO, "study %s: clinical values changed; %d analys%s queued again",
+               uid, requeued, requeued == 1 ? "is" : "es");
+    cJSON *o = cJSON_CreateObject();
+    if (!cJSON_AddStringToObject(o, "study_uid", uid) || add_clinical(o, &now) < 0 ||
+        !cJSON_AddBoolToObject(o, "requeued", requeued > 0)) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    return reply_json(r, 200, o);
+}
+
 /* A route whose path ends in '/' takes one more segment as its argument;
  * a '*' segment is the argument in the middle of a path. METHOD NULL:
  * GET and HEAD. */
@@ -819,6 +946,7 @@ static const struct route {
     {"/metrics", get_metrics, NULL},
     {"/api/v1/studies", get_studies, NULL},
     {"/api/v1/studies/", get_study, NULL},
+    {"/api/v1/studies/*/clinical", post_clinical, "POST"},
     {"/api/v1/jobs", get_jobs, NULL},
     {"/api/v1/outbox", get_outbox, NULL},
     {"/api/v1/outbox/*/retry", post_outbox_retry, "POST"},

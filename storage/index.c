@@ -137,6 +137,31 @@ static const char *const migrations[] = {
     " sent_ms INTEGER);"
     "CREATE UNIQUE INDEX outbox_object ON outbox(sop_uid, destination);"
     "CREATE INDEX outbox_due ON outbox(state, next_attempt_ms);",
+    /* 4 -> 5: clinical values posted per study (storage/clinical.c), the
+     * breast model's per-breast assessments of a result (storage/results.c),
+     * and the lookups of grouped routes (storage/grouping.c). IF NOT
+     * EXISTS: an index rewound to an earlier version (as the tests of
+     * earlier migrations do) migrates forward again. */
+    "CREATE TABLE IF NOT EXISTS clinical_values("
+    " study_uid TEXT NOT NULL,"
+    " name TEXT NOT NULL,"                      /* storage/clinical.h names */
+    " value REAL NOT NULL,"                     /* in the units there */
+    " updated_ms INTEGER NOT NULL,"
+    " PRIMARY KEY(study_uid, name));"
+    "CREATE TABLE IF NOT EXISTS assessments("
+    " id INTEGER PRIMARY KEY,"
+    " result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,"
+    " idx INTEGER NOT NULL,"
+    " laterality TEXT NOT NULL,"                /* L|R */
+    " p1 REAL NOT NULL, p2 REAL NOT NULL, p3 REAL NOT NULL,"
+    " p4 REAL NOT NULL, p5 REAL NOT NULL,"      /* T1..T5 */
+    " malignancy_probability REAL NOT NULL,"
+    " birads TEXT NOT NULL,"
+    " modalities_used TEXT NOT NULL DEFAULT '',"  /* comma-separated */
+    " clinical_used TEXT NOT NULL DEFAULT '');"   /* comma-separated */
+    "CREATE INDEX IF NOT EXISTS assessments_result ON assessments(result_id);"
+    "CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);"
+    "CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

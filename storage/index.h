@@ -16,7 +16,7 @@ extern "C" {
 
 typedef struct vg_index vg_index_t;
 
-#define VG_INDEX_SCHEMA_VERSION 4
+#define VG_INDEX_SCHEMA_VERSION 5
 
 /* Opens (creating and migrating when needed) the database at PATH.
  * On success *out is owned by the caller (vg_index_close). On failure

@@ -64,6 +64,45 @@ fail:
     return VG_EDB;
 }
 
+int vg_queue_requeue_study(vg_index_t *idx, const char *study_uid, int64_t now_ms, int *n)
+{
+    sqlite3 *db = vg_index_db(idx);
+    int own = sqlite3_get_autocommit(db), count = 0, rc = 0, s = SQLITE_DONE;
+    if (own && exec(db, "BEGIN IMMEDIATE") < 0)
+        return VG_EDB;
+    sqlite3_stmt *st = vg__sql_prep(db,
+        "SELECT route, model FROM jobs j WHERE series_uid = ?1 AND study_uid = ?1"
+        " AND state IN ('running', 'done', 'failed') AND version ="
+        " (SELECT MAX(version) FROM jobs k WHERE k.series_uid = ?1 AND k.route = j.route)"
+        " ORDER BY route");
+    if (!st)
+        rc = VG_EDB;
+    else
+        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
+    /* At most one row per route; pushing while the SELECT is open would
+     * modify the table it reads, so the rows are taken first. */
+    char routes[16][64], models[16][64];
+    int k = 0;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW && k < 16) {
+        vg__sql_text(st, 0, routes[k], sizeof routes[k]);
+        vg__sql_text(st, 1, models[k], sizeof models[k]);
+        k++;
+    }
+    if (rc == 0 && s != SQLITE_DONE && s != SQLITE_ROW)
+        rc = VG_EDB;
+    sqlite3_finalize(st);
+    for (int i = 0; rc == 0 && i < k; i++, count++)
+        rc = vg_queue_push(idx, study_uid, study_uid, routes[i], models[i], now_ms, NULL,
+                           NULL);
+    if (own && rc == 0)
+        rc = exec(db, "COMMIT");
+    if (own && rc < 0)
+        exec(db, "ROLLBACK");
+    if (n)
+        *n = rc == 0 ? count : 0;
+    return rc < 0 ? VG_EDB : 0;
+}
+
 int vg_queue_lease(vg_index_t *idx, const char *model, const char *worker,
                    int64_t lease_ms, int64_t now_ms, vg_job_t *job)
 {

@@ -27,6 +27,14 @@ int vg_queue_push(vg_index_t *idx, const char *series_uid, const char *study_uid
                   const char *route, const char *model, int64_t now_ms,
                   int64_t *id, int *version);
 
+/* Queues a new version of each job of a grouped route for STUDY_UID (the
+ * jobs whose series_uid is the study's UID) whose newest version already
+ * started (running, done or failed): what it was analysed with changed.
+ * A job still queued is left alone; it reads the new state when it runs.
+ * *n (may be NULL) is how many were queued. Runs in the caller's
+ * transaction when one is open. Returns 0 or VG_EDB (nothing changed). */
+int vg_queue_requeue_study(vg_index_t *idx, const char *study_uid, int64_t now_ms, int *n);
+
 /* Takes the oldest queued job for MODEL (or one whose lease expired),
  * marks it running for WORKER until now + LEASE_MS and counts an attempt.
  * Returns 0 with *job filled, VG_ENOTFOUND when none waits, or VG_EDB. */

@@ -1,4 +1,5 @@
-/* Results and findings in SQLite; see results.h. */
+/* Results with their findings and (breast model) assessments in SQLite;
+ * see results.h. */
 #include "storage/results.h"
 
 #include <sqlite3.h>
@@ -16,6 +17,9 @@ void vg_result_clear(vg_result_t *r)
     free(r->findings);
     r->findings = NULL;
     r->n_findings = 0;
+    free(r->assessments);
+    r->assessments = NULL;
+    r->n_assessments = 0;
 }
 
 static int exec(sqlite3 *db, const char *sql)
@@ -88,6 +92,51 @@ static int insert_finding(sqlite3_stmt *st, int64_t result_id, int i, const vg_f
     return rc;
 }
 
+/* Replaces the assessments of result RESULT_ID with R's, in the open
+ * transaction. */
+static int store_assessments(sqlite3 *db, const vg_result_t *r, int64_t result_id)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "DELETE FROM assessments WHERE result_id = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return VG_EDB;
+    sqlite3_bind_int64(st, 1, result_id);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : VG_EDB;
+    sqlite3_finalize(st);
+    if (rc < 0 || r->n_assessments <= 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+            "INSERT INTO assessments(result_id, idx, laterality, p1, p2, p3, p4, p5,"
+            " malignancy_probability, birads, modalities_used, clinical_used)"
+            " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            -1, &st, NULL) != SQLITE_OK)
+        return VG_EDB;
+    for (int i = 0; i < r->n_assessments && rc == 0; i++) {
+        const vg_assessment_t *a = &r->assessments[i];
+        sqlite3_bind_int64(st, 1, result_id);
+        sqlite3_bind_int(st, 2, i);
+        /* The struct's strings need not be terminated at their end. */
+        sqlite3_bind_text(st, 3, a->laterality, (int)strnlen(a->laterality,
+                          sizeof a->laterality), SQLITE_STATIC);
+        for (int k = 0; k < 5; k++)
+            sqlite3_bind_double(st, 4 + k, a->probabilities[k]);
+        sqlite3_bind_double(st, 9, a->malignancy_probability);
+        sqlite3_bind_text(st, 10, a->birads, (int)strnlen(a->birads, sizeof a->birads),
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 11, a->modalities_used,
+                          (int)strnlen(a->modalities_used, sizeof a->modalities_used),
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 12, a->clinical_used,
+                          (int)strnlen(a->clinical_used, sizeof a->clinical_used),
+                          SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : VG_EDB;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* Each of R's objects for each of its destinations, in the open
  * transaction. */
 static int queue_objects(vg_index_t *idx, const vg_result_t *r, int64_t result_id,
@@ -130,6 +179,8 @@ static int store(vg_index_t *idx, const vg_result_t *r, int64_t now_ms)
     for (int i = 0; i < r->n_findings && rc == 0; i++)
         rc = insert_finding(st, id, i, &r->findings[i]);
     sqlite3_finalize(st);
+    if (rc == 0)
+        rc = store_assessments(db, r, id);
     return rc < 0 ? rc : queue_objects(idx, r, id, now_ms);
 }
 

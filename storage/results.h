@@ -27,6 +27,16 @@ typedef struct vg_finding {
     size_t mask_bytes;
 } vg_finding_t;
 
+/* One breast's risk assessment (the breast model's result). */
+typedef struct vg_assessment {
+    char laterality[2];            /* "L" or "R" */
+    double probabilities[5];       /* T1..T5, summing to 1 */
+    double malignancy_probability; /* T3 + T4 + T5 */
+    char birads[4];                /* "3", "4A", "4B", "4C", "5" */
+    char modalities_used[128];     /* comma-separated: "MG_CC,MG_MLO,US_B1,..." */
+    char clinical_used[256];       /* comma-separated clinical value names */
+} vg_assessment_t;
+
 /* A DICOM object written for a result (its Segmentation, its report),
  * to be delivered to each of the route's destinations. */
 typedef struct vg_result_object {
@@ -51,13 +61,15 @@ typedef struct vg_result {
     char grid[512];                /* JSON: the analysis grid's geometry */
     vg_finding_t *findings;        /* owned */
     int n_findings;
+    vg_assessment_t *assessments;  /* owned; breast model only */
+    int n_assessments;
     vg_result_object_t objects[VG_RESULT_OBJECTS_MAX];
     int n_objects;
     char destinations[VG_RESULT_DESTINATIONS_MAX][64]; /* [ae] names */
     int n_destinations;
 } vg_result_t;
 
-/* Frees the findings and their masks (not R itself). */
+/* Frees the findings, their masks and the assessments (not R itself). */
 void vg_result_clear(vg_result_t *r);
 
 /* Stores R (replacing the earlier result of its series and model),

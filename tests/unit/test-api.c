@@ -688,3 +688,240 @@ TEST_IMPL(api_outbox_retry)
     fixture_close(&f);
     return 0;
 }
+
+/* --- clinical values and the breast model's results -------------------- */
+
+#include "storage/queue.h"
+#include "storage/results.h"
+
+static vg_http_reply_t call_body(fixture_t *f, const char *method, const char *path,
+                                 const char *body, size_t len)
+{
+    vg_http_request_t req = {method, path, "", body, len};
+    vg_http_reply_t r = {0};
+    vg_api_handle(&f->api, &req, &r);
+    return r;
+}
+
+static vg_http_reply_t post(fixture_t *f, const char *path, const char *body)
+{
+    return call_body(f, "POST", path, body, strlen(body));
+}
+
+/* The "clinical" object of GET /api/v1/studies/UID, printed. */
+static char *clinical_of(fixture_t *f, const char *uid)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/studies/%s", uid);
+    vg_http_reply_t r = call(f, "GET", path, "");
+    cJSON *j = cJSON_Parse(r.body);
+    free(r.body);
+    char *s = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "clinical"));
+    cJSON_Delete(j);
+    return s;
+}
+
+#define CLIN_A "/api/v1/studies/" STUDY_A "/clinical"
+
+TEST_IMPL(api_clinical_post)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 1), 0);
+    char *c = clinical_of(&f, STUDY_A);
+    ASSERT_STR_EQ(c, "{}"); /* nothing posted */
+    free(c);
+
+    vg_http_reply_t r = post(&f, CLIN_A, "{\"age\": 52, \"bmi\": 23.4, \"family_history\":"
+                                         " true, \"breast_density\": \"C\"}");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.content_type, "application/json");
+    ASSERT_STR_EQ(r.body, "{\"study_uid\":\"" STUDY_A "\",\"clinical\":{\"age\":52,"
+                          "\"bmi\":23.4,\"family_history\":true,\"breast_density\":\"C\"},"
+                          "\"requeued\":false}");
+    free(r.body);
+    /* Merged with what was posted before; null removes one. */
+    r = post(&f, CLIN_A, "{\"family_history\": null, \"menopausal_status\": \"post\"}");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"study_uid\":\"" STUDY_A "\",\"clinical\":{\"age\":52,"
+                          "\"bmi\":23.4,\"menopausal_status\":\"post\","
+                          "\"breast_density\":\"C\"},\"requeued\":false}");
+    free(r.body);
+    c = clinical_of(&f, STUDY_A);
+    ASSERT_STR_EQ(c, "{\"age\":52,\"bmi\":23.4,\"menopausal_status\":\"post\","
+                     "\"breast_density\":\"C\"}");
+    free(c);
+    c = clinical_of(&f, STUDY_B);
+    ASSERT_STR_EQ(c, "{}");
+    free(c);
+    fixture_close(&f);
+    return 0;
+}
+
+TEST_IMPL(api_clinical_refused)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 1), 0);
+    vg_http_reply_t r = post(&f, CLIN_A, "{\"age\": 60}");
+    ASSERT_EQ(r.status, 200);
+    free(r.body);
+    static const struct {
+        const char *body, *reply;
+    } bad[] = {
+        {"{\"age\": 250}", "{\"error\":\"age: 250 is out of range 18..110\"}"},
+        {"{\"bmi\": 25, \"smoker\": true}",
+         "{\"error\":\"unknown clinical value \\\"smoker\\\"\"}"},
+        {"{\"family_history\": \"yes\"}",
+         "{\"error\":\"family_history: expected true or false\"}"},
+        {"{\"breast_density\": \"E\"}",
+         "{\"error\":\"breast_density: expected \\\"A\\\", \\\"B\\\", \\\"C\\\" or \\\"D\\\"\"}"},
+        {"[]", "{\"error\":\"body must be a JSON object\"}"},
+        {"", "{\"error\":\"body must be a JSON object\"}"},
+        {"age=60", "{\"error\":\"body must be a JSON object\"}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = post(&f, CLIN_A, bad[i].body);
+        if (r.status != 400 || strcmp(r.body, bad[i].reply) != 0)
+            TEST__FAIL("%s: %d %s", bad[i].body, r.status, r.body);
+        free(r.body);
+    }
+    /* Nothing of a refused body was stored. */
+    char *c = clinical_of(&f, STUDY_A);
+    ASSERT_STR_EQ(c, "{\"age\":60}");
+    free(c);
+
+    r = post(&f, "/api/v1/studies/1.2.3.999/clinical", "{\"age\": 60}");
+    ASSERT_EQ(r.status, 404);
+    ASSERT_STR_EQ(r.body, "{\"error\":\"study not found\",\"study_uid\":\"1.2.3.999\"}");
+    free(r.body);
+
+    /* Over 16 KiB: refused unread. */
+    static char big[16386];
+    memset(big, ' ', sizeof big - 1);
+    big[0] = '{';
+    big[sizeof big - 2] = '}';
+    r = call_body(&f, "POST", CLIN_A, big, 16385);
+    ASSERT_EQ(r.status, 413);
+    ASSERT_STR_EQ(r.body, "{\"error\":\"body too large\",\"limit_bytes\":\"16384\"}");
+    free(r.body);
+    r = call_body(&f, "POST", CLIN_A, big + 1, 16384 - 1); /* at the limit: parsed */
+    ASSERT_EQ(r.status, 400);
+    free(r.body);
+
+    /* POST only. */
+    r = call(&f, "GET", CLIN_A, "");
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(r.headers, "Allow: POST\r\n");
+    free(r.body);
+    r = post(&f, "/api/v1/studies//clinical", "{}");
+    ASSERT_EQ(r.status, 404);
+    free(r.body);
+    fixture_close(&f);
+    return 0;
+}
+
+TEST_IMPL(api_clinical_requeues)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 1), 0);
+    /* The study's breast analysis ran (its job names the study). */
+    ASSERT_EQ(vg_queue_push(f.idx, STUDY_A, STUDY_A, "breast", "breast", T0, NULL, NULL), 0);
+    vg_job_t job;
+    ASSERT_EQ(vg_queue_lease(f.idx, "breast", "w", 60000, T0, &job), 0);
+    ASSERT_EQ(vg_queue_done(f.idx, job.id, T0 + 1000), 0);
+
+    vg_http_reply_t r = post(&f, CLIN_A, "{\"age\": 47, \"palpable_lump\": true}");
+    ASSERT_EQ(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "requeued")));
+    cJSON_Delete(j);
+    free(r.body);
+    r = call(&f, "GET", "/api/v1/jobs", "");
+    j = cJSON_Parse(r.body);
+    const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(j, "jobs");
+    ASSERT_EQ(cJSON_GetArraySize(jobs), 2);
+    const cJSON *v2 = cJSON_GetArrayItem(jobs, 0);
+    ASSERT_EQ(num(v2, "version"), 2);
+    ASSERT_STR_EQ(str(v2, "state"), "queued");
+    ASSERT_STR_EQ(str(v2, "series_uid"), STUDY_A);
+    ASSERT_STR_EQ(str(v2, "route"), "breast");
+    ASSERT_STR_EQ(str(cJSON_GetArrayItem(jobs, 1), "state"), "done");
+    cJSON_Delete(j);
+    free(r.body);
+    /* Still queued: the values are read when it runs; no third version. */
+    r = post(&f, CLIN_A, "{\"age\": 48}");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_CONTAINS(r.body, "\"requeued\":false");
+    free(r.body);
+    r = call(&f, "GET", "/api/v1/jobs", "state=queued");
+    ASSERT_STR_CONTAINS(r.body, "\"version\":2");
+    ASSERT(strstr(r.body, "\"version\":3") == NULL);
+    free(r.body);
+    fixture_close(&f);
+    return 0;
+}
+
+static void fill_result(vg_result_t *r, const char *series, const char *model)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->series_uid, sizeof r->series_uid, "%s", series);
+    snprintf(r->study_uid, sizeof r->study_uid, STUDY_A);
+    snprintf(r->model, sizeof r->model, "%s", model);
+    snprintf(r->model_version, sizeof r->model_version, "0.1.0");
+    snprintf(r->status, sizeof r->status, "done");
+    snprintf(r->timings, sizeof r->timings, "{\"total\":1.5}");
+    r->patient_score = 0.25;
+    r->positive = 0;
+}
+
+TEST_IMPL(api_study_breast_assessments)
+{
+    fixture_t f;
+    ASSERT_EQ(fixture_open(&f, 1), 0);
+    vg_result_t bone, breast;
+    fill_result(&bone, SER_A1, "bone");
+    ASSERT_EQ(vg_results_put_final(f.idx, &bone, T0), 0);
+    fill_result(&breast, STUDY_A, "breast");
+    vg_assessment_t a[2] = {
+        {"L", {0.5, 0.25, 0.125, 0.0625, 0.0625}, 0.25, "4B", "MG_CC,MG_MLO,US_B1",
+         "age,bmi,breast_density"},
+        {"R", {0.9, 0.05, 0.03, 0.01, 0.01}, 0.05, "4A", "MG_CC", ""},
+    };
+    breast.assessments = a;
+    breast.n_assessments = 2;
+    ASSERT_EQ(vg_results_put_final(f.idx, &breast, T0), 0);
+
+    vg_http_reply_t r = call(&f, "GET", "/api/v1/studies/" STUDY_A, "");
+    ASSERT_EQ(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(j, "results");
+    ASSERT_EQ(cJSON_GetArraySize(results), 2);
+    /* Ordered by series UID: the study's UID is a prefix of its series'. */
+    const cJSON *br = cJSON_GetArrayItem(results, 0), *bo = cJSON_GetArrayItem(results, 1);
+    ASSERT_STR_EQ(str(br, "model"), "breast");
+    ASSERT_STR_EQ(str(bo, "model"), "bone");
+    char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(br, "assessments"));
+    ASSERT_STR_EQ(text, "[{\"laterality\":\"L\",\"malignancy_probability\":0.25,"
+                        "\"birads\":\"4B\",\"probabilities\":[0.5,0.25,0.125,0.0625,0.0625],"
+                        "\"modalities_used\":[\"MG_CC\",\"MG_MLO\",\"US_B1\"],"
+                        "\"clinical_used\":[\"age\",\"bmi\",\"breast_density\"]},"
+                        "{\"laterality\":\"R\",\"malignancy_probability\":0.05,"
+                        "\"birads\":\"4A\",\"probabilities\":[0.9,0.05,0.03,0.01,0.01],"
+                        "\"modalities_used\":[\"MG_CC\"],\"clinical_used\":[]}]");
+    free(text);
+    /* A bone result has the keys it always had, in their order. */
+    const char *keys[] = {"model", "model_version", "series_uid", "status", "reason",
+                          "patient_score", "analysed", "positive", "timings", "findings",
+                          "objects"};
+    int k = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, bo) {
+        ASSERT(k < 11);
+        ASSERT_STR_EQ(item->string, keys[k]);
+        k++;
+    }
+    ASSERT_EQ(k, 11);
+    cJSON_Delete(j);
+    free(r.body);
+    fixture_close(&f);
+    return 0;
+}

@@ -653,7 +653,101 @@ TEST_IMPL(config_print_keys)
     int lines = 0;
     for (const char *s = buf; *s; s++)
         lines += *s == '\n';
-    ASSERT_EQ(lines, 37);
+    ASSERT_STR_CONTAINS(buf, "route group string series\n");
+    ASSERT_STR_CONTAINS(buf, "route group_window_hours int 24\n");
+    ASSERT_EQ(lines, 39);
+    return 0;
+}
+
+/* Grouped routes: group and group_window_hours, and a list of
+ * modalities. */
+TEST_IMPL(config_route_group)
+{
+    vg_config_t *cfg = NULL;
+    ASSERT_EQ(load_text("[route bone-ct]\n"
+                        "model = bone\n"
+                        "modality = CT\n"
+                        "[route breast]\n"
+                        "model = breast\n"
+                        "modality = MG, US\n"
+                        "group = patient\n"
+                        "group_window_hours = 72\n"
+                        "[model bone]\nmanifest = b.json\n"
+                        "[model breast]\nmanifest = m.json\n",
+                        &cfg),
+              0);
+    ASSERT_STR_EQ(err, "");
+    ASSERT_EQ(cfg->n_routes, 2);
+    const vg_route_cfg_t *ct = &cfg->routes[0], *br = &cfg->routes[1];
+    ASSERT_STR_EQ(ct->group, "series"); /* the default */
+    ASSERT_EQ(ct->group_window_hours, 24);
+    ASSERT_STR_EQ(br->modality, "MG, US");
+    ASSERT_STR_EQ(br->group, "patient");
+    ASSERT_EQ(br->group_window_hours, 72);
+    vg_config_destroy(cfg);
+
+    const char *groups[] = {"series", "study", "accession", "patient"};
+    for (int i = 0; i < 4; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[route r]\nmodel = m\nmodality = MG,US\ngroup = %s\n"
+                 "[model m]\nmanifest = m.json\n", groups[i]);
+        ASSERT_EQ(load_text(text, &cfg), 0);
+        ASSERT_STR_EQ(cfg->routes[0].group, groups[i]);
+        ASSERT_STR_EQ(cfg->routes[0].modality, "MG,US");
+        vg_config_destroy(cfg);
+    }
+    return 0;
+}
+
+TEST_IMPL(config_route_group_errors)
+{
+    char want[PATH_MAX + 160];
+    ASSERT_EQ(load_bad("[model m]\n"                  /* 1 */
+                       "manifest = m.json\n"          /* 2 */
+                       "[route r]\n"                  /* 3 */
+                       "model = m\n"                  /* 4 */
+                       "modality = MG,US\n"           /* 5 */
+                       "group = visit\n"              /* 6 */
+                       "group_window_hours = 0\n"     /* 7 */
+                       "[route s]\n"                  /* 8 */
+                       "model = m\n"                  /* 9 */
+                       "modality = MG,mg\n"           /* 10 */
+                       "group = Study\n"              /* 11 */
+                       "group_window_hours = 8761\n"  /* 12 */
+                       "[route t]\n"                  /* 13 */
+                       "model = m\n"                  /* 14 */
+                       "modality = MG,US MG\n"        /* 15 */
+                       "[route u]\n"                  /* 16 */
+                       "model = m\n"                  /* 17 */
+                       "modality = ,\n"               /* 18 */
+                       "[route v]\n"                  /* 19 */
+                       "model = m\n"                  /* 20 */
+                       "modality = MG,ABCDEFGHIJKLMNOPQ\n"), /* 21 */
+              VG_EINVAL_CFG);
+    snprintf(want, sizeof want, "%sgroup: \"visit\" is not one of: series, study,"
+             " accession, patient", at(6));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%sgroup_window_hours: 0 is out of range 1..8760 hours",
+             at(7));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%smodality: \"MG,mg\" must be uppercase letters and"
+             " digits (e.g. CT, MG, US), several separated by commas", at(10));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%sgroup: \"Study\" is not one of: series, study,"
+             " accession, patient", at(11));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%sgroup_window_hours: 8761 is out of range 1..8760"
+             " hours", at(12));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%smodality: \"MG,US MG\" lists a modality twice", at(15));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%smodality: \",\" names no modality (e.g. CT, or MG,US)",
+             at(18));
+    ASSERT_STR_CONTAINS(err, want);
+    snprintf(want, sizeof want, "%smodality: \"MG,ABCDEFGHIJKLMNOPQ\" has a modality"
+             " longer than 16 characters", at(21));
+    ASSERT_STR_CONTAINS(err, want);
+    ASSERT_EQ(err_lines(), 8);
     return 0;
 }
 
@@ -699,6 +793,13 @@ TEST_IMPL(config_shipped_files)
     vg_config_destroy(cfg);
     ASSERT_EQ(vg_config_load("config/vigil.conf.example", &cfg, err,
                              sizeof err), 0);
+    /* The example's breast route: grouped by study (see its comment). */
+    ASSERT_EQ(cfg->n_routes, 2);
+    ASSERT_STR_EQ(cfg->routes[0].group, "series");
+    ASSERT_STR_EQ(cfg->routes[1].name, "breast");
+    ASSERT_STR_EQ(cfg->routes[1].modality, "MG,US");
+    ASSERT_STR_EQ(cfg->routes[1].group, "study");
+    ASSERT_EQ(cfg->routes[1].min_slices, 1);
     vg_config_destroy(cfg);
     return 0;
 }

@@ -398,7 +398,7 @@ TEST_IMPL(outbox_migration_from_schema_3)
               SQLITE_OK);
     ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
     ASSERT_EQ(sqlite3_column_int(st, 0), VG_INDEX_SCHEMA_VERSION);
-    ASSERT_EQ(VG_INDEX_SCHEMA_VERSION, 4);
+    ASSERT_EQ(VG_INDEX_SCHEMA_VERSION, 5);
     sqlite3_finalize(st);
     vg_index_close(idx);
     return 0;
