@@ -19,6 +19,7 @@ extern "C" {
 
 #define VG_SEG_SERIES_NUMBER 9801
 #define VG_SR_SERIES_NUMBER 9802
+#define VG_BREAST_SR_SERIES_NUMBER 9803
 
 typedef struct vg_dicom_ref {
     char sop_uid[65];
@@ -64,6 +65,19 @@ int vg_seg_write(const vg_dicom_input_t *in, const char *out_path, vg_dicom_ref_
  * vg_seg_write. */
 int vg_sr_write(const vg_dicom_input_t *in, const vg_dicom_ref_t *seg, const char *out_path,
                 vg_dicom_ref_t *out, char *err, size_t errlen);
+
+/* Writes the TID 1500 Measurement Report of the breast risk result RES
+ * (status "done", or "not_analysable" with no assessment; at most one
+ * assessment per breast), made with MAN from the images at EVIDENCE_PATHS
+ * (mammography and ultrasound instances), to OUT_PATH the same way.
+ * Patient and study come from the first readable evidence file; files
+ * that cannot be read are not referenced. Returns 0, or -EINVAL (bad
+ * result), VG_EPARSE (no evidence readable), VG_EDCM (encoding), -errno
+ * (writing) or -ENOMEM, with err filled; nothing is left at OUT_PATH on
+ * failure. */
+int vg_breast_sr_write(const vg_manifest_t *man, const vg_result_t *res,
+                       const char *const *evidence_paths, int n_evidence,
+                       const char *out_path, vg_dicom_ref_t *out, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

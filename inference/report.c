@@ -63,3 +63,24 @@ int vg_report_write(const char *dir, const vg_volume_t *vol, const vg_manifest_t
     free(tracking);
     return rc;
 }
+
+int vg_report_write_breast(const char *dir, const vg_manifest_t *man,
+                           const char *const *evidence_paths, int n_evidence,
+                           vg_result_t *res, char *err, size_t errlen)
+{
+    char rel[256], path[4096 + 256];
+    res->n_objects = 0;
+    int n = snprintf(rel, sizeof rel, "results/%s/%s/%lld-sr.dcm", res->study_uid,
+                     res->series_uid, (long long)res->job_id);
+    if (n >= (int)sizeof rel ||
+        snprintf(path, sizeof path, "%s/%s", dir, rel) >= (int)sizeof path) {
+        snprintf(err, errlen, "result path too long");
+        return -ENAMETOOLONG;
+    }
+    vg_dicom_ref_t sr;
+    int rc =
+        vg_breast_sr_write(man, res, evidence_paths, n_evidence, path, &sr, err, errlen);
+    if (rc == 0)
+        record(res, &sr, rel);
+    return rc;
+}
