@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "server/error.h"
+#include "storage/clinical.h"
 
 static char *slurp(const char *path, int *err)
 {
@@ -165,6 +166,138 @@ static int read_classifier(const cJSON *root, vg_manifest_t *m, char *file, size
     return 0;
 }
 
+/* Breast classes: a name, whether malignant, what it means; a code is
+ * optional (the report codes the assessment, not the class). */
+static int read_breast_classes(const cJSON *root, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(root, "classes"), *c;
+    if (!cJSON_IsArray(cls) || cJSON_GetArraySize(cls) != 5) {
+        snprintf(err, errlen, "classes: the five risk classes T1..T5 are required");
+        return VG_EINVAL_CFG;
+    }
+    int malignant = 0;
+    cJSON_ArrayForEach(c, cls)
+    {
+        vg_class_t *k = &m->classes[m->n_classes];
+        const cJSON *mal = cJSON_GetObjectItemCaseSensitive(c, "malignant");
+        if (get_str(c, "name", k->name, sizeof k->name, 1) < 0 || !cJSON_IsBool(mal) ||
+            get_code(c, "code", &k->code, 0) < 0) {
+            snprintf(err, errlen, "classes[%d]: name and malignant (true/false) required",
+                     m->n_classes);
+            return VG_EINVAL_CFG;
+        }
+        get_str(c, "meaning", k->meaning, sizeof k->meaning, 0);
+        k->malignant = cJSON_IsTrue(mal);
+        malignant += k->malignant;
+        m->n_classes++;
+    }
+    if (malignant == 0 || malignant == m->n_classes) {
+        snprintf(err, errlen, "classes: some classes and not all must be malignant");
+        return VG_EINVAL_CFG;
+    }
+    return 0;
+}
+
+/* [rows, columns] of KEY into SIZE, each 8..4096. */
+static int get_size(const cJSON *in, const char *key, int size[2])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        const cJSON *x = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsNumber(x) || x->valuedouble != (int)x->valuedouble ||
+            x->valuedouble < 8 || x->valuedouble > 4096)
+            return -1;
+        size[i] = (int)x->valuedouble;
+    }
+    return 0;
+}
+
+/* The clinical values' normalisation, kept in the model's order (that of
+ * storage/clinical.h) whatever order the manifest lists them in; every
+ * value must be there once. */
+static int read_clinical(const cJSON *in, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(in, "clinical"), *c;
+    int seen[VG_CLINICAL_N] = {0}, n = 0;
+    if (!cJSON_IsArray(cl) || cJSON_GetArraySize(cl) != VG_CLINICAL_N) {
+        snprintf(err, errlen, "input.clinical: %d entries {name, offset, scale} required",
+                 VG_CLINICAL_N);
+        return VG_EINVAL_CFG;
+    }
+    cJSON_ArrayForEach(c, cl)
+    {
+        char name[32];
+        double offset, scale;
+        int k = -1;
+        if (get_str(c, "name", name, sizeof name, 1) == 0)
+            for (int i = 0; i < VG_CLINICAL_N; i++)
+                if (strcmp(name, vg_clinical_name(i)) == 0)
+                    k = i;
+        if (k < 0 || seen[k] || get_num(c, "offset", &offset) < 0 ||
+            get_num(c, "scale", &scale) < 0 || scale == 0) {
+            snprintf(err, errlen, "input.clinical[%d]: a known value name (once), offset and"
+                                  " a non-zero scale required", n);
+            return VG_EINVAL_CFG;
+        }
+        seen[k] = 1;
+        snprintf(m->clinical[k].name, sizeof m->clinical[k].name, "%s", name);
+        m->clinical[k].offset = offset;
+        m->clinical[k].scale = scale;
+        n++;
+    }
+    m->n_clinical = n;
+    return 0;
+}
+
+/* BI-RADS bands, ascending, the last one above every probability. */
+static int read_birads(const cJSON *root, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "birads"), *c;
+    if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) < 1 ||
+        cJSON_GetArraySize(b) > VG_MANIFEST_MAX_BANDS) {
+        snprintf(err, errlen, "birads: a list of 1..%d bands {below, category} required",
+                 VG_MANIFEST_MAX_BANDS);
+        return VG_EINVAL_CFG;
+    }
+    cJSON_ArrayForEach(c, b)
+    {
+        vg_birads_band_t *band = &m->birads[m->n_birads];
+        if (get_num(c, "below", &band->below) < 0 ||
+            get_str(c, "category", band->category, sizeof band->category, 1) < 0 ||
+            !band->category[0] ||
+            (m->n_birads && band->below <= m->birads[m->n_birads - 1].below)) {
+            snprintf(err, errlen, "birads[%d]: below (ascending) and category (at most 3"
+                                  " characters) required", m->n_birads);
+            return VG_EINVAL_CFG;
+        }
+        m->n_birads++;
+    }
+    if (m->birads[m->n_birads - 1].below <= 1.0) {
+        snprintf(err, errlen, "birads: the last band's below must exceed 1");
+        return VG_EINVAL_CFG;
+    }
+    return 0;
+}
+
+static int read_breast(const cJSON *root, vg_manifest_t *m, char *err, size_t errlen)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (!cJSON_IsObject(in) || get_size(in, "mg_size", m->mg_size) < 0 ||
+        get_size(in, "us_size", m->us_size) < 0) {
+        snprintf(err, errlen, "input: mg_size and us_size [rows, columns] (8..4096) required");
+        return VG_EINVAL_CFG;
+    }
+    int rc = read_clinical(in, m, err, errlen);
+    if (rc == 0)
+        rc = read_breast_classes(root, m, err, errlen);
+    if (rc == 0)
+        rc = read_birads(root, m, err, errlen);
+    get_num(root, "operating_threshold", &m->operating_threshold);
+    return rc;
+}
+
 /* DIR/FILE into DST; -1 when it does not fit. */
 static int join_path(char *dst, size_t len, const char *dir, const char *file)
 {
@@ -205,11 +338,14 @@ int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errle
     get_str(root, "provenance", m->provenance, sizeof m->provenance, 0);
     m->not_for_clinical_use =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "not_for_clinical_use"));
-    if (rc == 0)
+    int breast = strcmp(m->task, "breast_risk") == 0;
+    if (rc == 0 && breast)
+        rc = read_breast(root, m, local, sizeof local);
+    if (rc == 0 && !breast)
         rc = read_classes(root, m, local, sizeof local);
-    if (rc == 0)
+    if (rc == 0 && !breast)
         rc = read_numbers(root, m, local, sizeof local);
-    if (rc == 0)
+    if (rc == 0 && !breast)
         rc = read_classifier(root, m, cls_file, sizeof cls_file, local, sizeof local);
     cJSON_Delete(root);
     if (rc < 0) {
@@ -223,6 +359,14 @@ int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errle
         return VG_EINVAL_CFG;
     }
     return 0;
+}
+
+const char *vg_manifest_birads(const vg_manifest_t *m, double p)
+{
+    for (int i = 0; i < m->n_birads; i++)
+        if (p < m->birads[i].below)
+            return m->birads[i].category;
+    return m->n_birads ? m->birads[m->n_birads - 1].category : "";
 }
 
 int vg_manifest_class(const vg_manifest_t *m, const char *name)

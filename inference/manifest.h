@@ -2,8 +2,11 @@
  * the model is (name, version), what it expects (input spacing, HU window,
  * window size), what it outputs (classes with their coded concepts), its
  * operating threshold and its provenance, and optionally a second model
- * that classifies each candidate lesion. Nothing in the C code is
- * specific to one set of weights: a hospital drops in its own. */
+ * that classifies each candidate lesion. A breast risk manifest (task
+ * "breast_risk") gives image sizes, the clinical values' normalisation,
+ * which classes are malignant and the BI-RADS bands instead. Nothing in
+ * the C code is specific to one set of weights: a hospital drops in its
+ * own. */
 #ifndef VG_MANIFEST_H
 #define VG_MANIFEST_H
 
@@ -14,6 +17,8 @@ extern "C" {
 #endif
 
 #define VG_MANIFEST_MAX_CLASSES 16
+#define VG_MANIFEST_MAX_CLINICAL 10 /* storage/clinical.h: VG_CLINICAL_N */
+#define VG_MANIFEST_MAX_BANDS 8
 
 typedef struct vg_code {
     char scheme[16];            /* "SCT", "DCM", "99VIGIL" */
@@ -24,15 +29,30 @@ typedef struct vg_code {
 typedef struct vg_class {
     char name[48];              /* e.g. "osteolytic_metastasis" */
     int metastatic;             /* counts towards the patient-level call */
-    vg_code_t code;             /* what it is */
+    int malignant;              /* breast: counts towards malignancy */
+    char meaning[128];          /* breast: what the class stands for */
+    vg_code_t code;             /* what it is (breast: optional) */
     vg_code_t modifier;         /* optional refinement; scheme "" if none */
 } vg_class_t;
+
+/* (value - offset) / scale: one clinical value's normalisation. */
+typedef struct vg_clinical_norm {
+    char name[32];              /* "age", "bmi", ... as storage/clinical.h */
+    double offset, scale;       /* scale != 0 */
+} vg_clinical_norm_t;
+
+/* A BI-RADS likelihood band: probabilities below BELOW (and not below the
+ * previous band's) fall in CATEGORY. */
+typedef struct vg_birads_band {
+    double below;
+    char category[4];           /* "3", "4A", "4B", "4C", "5" */
+} vg_birads_band_t;
 
 typedef struct vg_manifest {
     char dir[4096];             /* directory of the manifest */
     char name[64];
     char version[32];
-    char task[32];              /* which analysis runs it: "bone_lesions" */
+    char task[32];              /* "bone_lesions" or "breast_risk" */
     char model_path[4096];      /* absolute path of the TorchScript file */
     char provenance[512];       /* training data statement */
     int not_for_clinical_use;
@@ -52,6 +72,13 @@ typedef struct vg_manifest {
     char classifier_path[4096]; /* absolute path of its TorchScript; "" none */
     int crop_voxels;            /* edge of the HU cube around a candidate */
     double min_lesion_probability; /* candidates below it are dropped */
+    /* Breast risk ("breast_risk"): sizes are rows, columns. */
+    int mg_size[2];             /* each mammogram's input size */
+    int us_size[2];             /* each ultrasound image's input size */
+    vg_clinical_norm_t clinical[VG_MANIFEST_MAX_CLINICAL]; /* the model's order */
+    int n_clinical;
+    vg_birads_band_t birads[VG_MANIFEST_MAX_BANDS]; /* ascending "below" */
+    int n_birads;
 } vg_manifest_t;
 
 /* Reads PATH; model and classifier file names are resolved against its
@@ -59,6 +86,10 @@ typedef struct vg_manifest {
  * 0, or VG_EINVAL_CFG / -errno with err saying which field is missing or
  * wrong. */
 int vg_manifest_load(const char *path, vg_manifest_t *m, char *err, size_t errlen);
+
+/* The BI-RADS category of malignancy probability P under M's bands: the
+ * first whose "below" exceeds P (the last band above all of them). */
+const char *vg_manifest_birads(const vg_manifest_t *m, double p);
 
 /* Index (1-based, as in the model's output) of the class NAME, or 0. */
 int vg_manifest_class(const vg_manifest_t *m, const char *name);

@@ -15,12 +15,15 @@
 #include <unistd.h>
 
 #include "inference/bone.h"
+#include "inference/breast.h"
 #include "inference/manifest.h"
 #include "inference/report.h"
 #include "inference/runtime.h"
 #include "inference/volume.h"
 #include "server/error.h"
 #include "server/log.h"
+#include "storage/clinical.h"
+#include "storage/grouping.h"
 #include "storage/index.h"
 #include "storage/queue.h"
 #include "storage/results.h"
@@ -101,7 +104,8 @@ static void try_load(worker_t *wk)
         set_status(wk, 0, err);
         return;
     }
-    if (strcmp(wk->man.task, "bone_lesions") != 0) {
+    if (strcmp(wk->man.task, "bone_lesions") != 0 &&
+        strcmp(wk->man.task, "breast_risk") != 0) {
         snprintf(err, sizeof err, "%.300s: task '%s' is not one this node runs",
                  wk->cfg.manifest, wk->man.task);
         set_status(wk, 0, err);
@@ -167,14 +171,22 @@ static int fail_job(worker_t *wk, const vg_job_t *job, vg_result_t *r, const cha
     return rc;
 }
 
+/* The job's route, or NULL when it has gone from the configuration
+ * since the job was queued. */
+static const vg_route_cfg_t *find_route(const worker_t *wk, const vg_job_t *job)
+{
+    for (int i = 0; i < wk->config->n_routes; i++)
+        if (strcmp(wk->config->routes[i].name, job->route) == 0)
+            return &wk->config->routes[i];
+    return NULL;
+}
+
 /* The destinations of the job's route (none when the route has gone
  * from the configuration since the job was queued). */
 static void set_destinations(const worker_t *wk, const vg_job_t *job, vg_result_t *r)
 {
-    for (int i = 0; i < wk->config->n_routes; i++) {
-        const vg_route_cfg_t *rt = &wk->config->routes[i];
-        if (strcmp(rt->name, job->route) != 0)
-            continue;
+    const vg_route_cfg_t *rt = find_route(wk, job);
+    if (rt) {
         for (int d = 0; d < rt->n_destinations && d < VG_RESULT_DESTINATIONS_MAX; d++)
             snprintf(r->destinations[d], sizeof r->destinations[d], "%s",
                      rt->destinations[d]);
@@ -187,8 +199,108 @@ static void set_destinations(const worker_t *wk, const vg_job_t *job, vg_result_
            " in the node", wk->name, job->route, job->series_uid);
 }
 
+/* Writes the breast report of R; a failure before the last attempt
+ * fails the attempt (a later one delivers it), after it the result is
+ * kept and the reason says what did not reach the PACS. Returns 0 or the
+ * code that fails the attempt, with err filled. */
+static int write_breast_report(worker_t *wk, const vg_job_t *job, vg_result_t *r,
+                               const char *const *evidence, int n_evidence, char *err,
+                               size_t errlen)
+{
+    char werr[512];
+    set_destinations(wk, job, r);
+    int wrc = vg_report_write_breast(wk->dir, &wk->man, evidence, n_evidence, r, werr,
+                                     sizeof werr);
+    if (wrc < 0 && job->attempts < wk->cfg.max_attempts) {
+        snprintf(err, errlen, "cannot write the result objects: %.400s", werr);
+        return wrc;
+    }
+    if (wrc < 0) {
+        vg_log(VG_LOG_ERROR, "%s: study %s: cannot write the result objects: %s", wk->name,
+               job->study_uid, werr);
+        snprintf(r->reason, sizeof r->reason, "result objects not written: %.200s", werr);
+    }
+    return 0;
+}
+
+/* A breast job: every mammogram and ultrasound image of the route's
+ * group (the study, by default), with the clinical values posted for the
+ * study. Each breast with a usable image is assessed. */
+static void run_breast_job(worker_t *wk, const vg_job_t *job)
+{
+    vg_result_t r;
+    char err[512] = "";
+    char **paths = NULL;
+    const char **used = NULL;
+    int n = 0, n_used = 0;
+    vg_breast_timings_t bt = {0};
+    vg_clinical_t clin;
+    double t0 = seconds();
+    result_init(&r, wk, job);
+    /* A route removed since the job was queued: the study's mammograms
+     * and ultrasound still make the group (its results stay in the node). */
+    const vg_route_cfg_t *route = find_route(wk, job);
+    vg_route_cfg_t gone;
+    if (!route) {
+        memset(&gone, 0, sizeof gone);
+        snprintf(gone.name, sizeof gone.name, "%s", job->route);
+        snprintf(gone.model, sizeof gone.model, "%s", wk->cfg.name);
+        snprintf(gone.modality, sizeof gone.modality, "MG,US");
+        snprintf(gone.group, sizeof gone.group, "study");
+        route = &gone;
+    }
+    int rc = vg_group_files(wk->idx, wk->dir, route, job, &paths, &n);
+    if (rc == VG_ENOTFOUND) /* nothing left of the group: not analysable */
+        rc = 0, n = 0;
+    if (rc == 0)
+        rc = vg_clinical_get(wk->idx, job->study_uid, &clin);
+    if (rc == 0 && !(used = malloc((size_t)(n ? n : 1) * sizeof *used)))
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = vg_breast_analyse(wk->model, &wk->man, (const char *const *)paths, n, &clin,
+                               &r, used, &n_used, &bt, err, sizeof err);
+    double t1 = seconds();
+    if (rc == 0 && strcmp(r.status, "done") == 0) {
+        rc = write_breast_report(wk, job, &r, used, n_used, err, sizeof err);
+    } else if (rc == 0) {
+        vg_log(VG_LOG_INFO, "%s: study %s not analysable: %s", wk->name, job->study_uid,
+               r.reason);
+        /* The report says so too; it takes patient and study from the
+         * group's files. Without one only the node shows it. */
+        char werr[512];
+        set_destinations(wk, job, &r);
+        if (n > 0 && vg_report_write_breast(wk->dir, &wk->man, (const char *const *)paths,
+                                            n, &r, werr, sizeof werr) < 0)
+            vg_log(VG_LOG_WARN, "%s: study %s: no report of the refusal: %s", wk->name,
+                   job->study_uid, werr);
+    }
+    free(paths);
+    free(used);
+    if (rc < 0) {
+        vg_result_clear(&r);
+        fail_job(wk, job, &r, err[0] ? err : vg_strerror(rc));
+        return;
+    }
+    snprintf(r.timings, sizeof r.timings,
+             "{\"decode_s\":%.3f,\"model_s\":%.3f,\"encode_s\":%.3f,\"total_s\":%.3f,"
+             "\"images\":%d,\"skipped\":%d}",
+             bt.decode_s, bt.model_s, seconds() - t1, seconds() - t0, bt.images, bt.skipped);
+    for (int i = 0; i < r.n_assessments; i++)
+        vg_log(VG_LOG_INFO, "%s: study %s breast %s: malignancy %.3f, BI-RADS %s (%s)",
+               wk->name, job->study_uid, r.assessments[i].laterality,
+               r.assessments[i].malignancy_probability, r.assessments[i].birads,
+               r.assessments[i].modalities_used);
+    store_result(wk, &r);
+    vg_result_clear(&r);
+    wk->st.jobs_done++;
+}
+
 static void run_job(worker_t *wk, const vg_job_t *job)
 {
+    if (strcmp(wk->man.task, "breast_risk") == 0) {
+        run_breast_job(wk, job);
+        return;
+    }
     vg_result_t r;
     char err[512] = "";
     char **paths = NULL;

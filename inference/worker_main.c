@@ -46,7 +46,10 @@ static void usage(FILE *f)
     fprintf(f, "usage: vigil-worker -c FILE --model NAME --device DEV\n"
                "       runs the analysis worker for [model NAME] on DEV (cpu, cuda:N)\n"
                "       vigil-worker --analyse DIR --manifest FILE [--device DEV] [--threads N]\n"
-               "       analyses the DICOM series in DIR once and prints the result as JSON\n");
+               "                    [--clinical FILE.json]\n"
+               "       analyses the DICOM series in DIR once and prints the result as JSON;\n"
+               "       for a breast risk model DIR holds one breast group (MG and US files)\n"
+               "       and --clinical gives values as the API takes them\n");
 }
 
 static int device_configured(const vg_model_cfg_t *m, const char *device)
@@ -73,10 +76,12 @@ int main(int argc, char **argv)
         {"analyse", required_argument, NULL, 'a'},
         {"manifest", required_argument, NULL, 'M'},
         {"threads", required_argument, NULL, 't'},
+        {"clinical", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL, *model = NULL, *device = NULL, *analyse = NULL, *manifest = NULL;
+    const char *path = NULL, *model = NULL, *device = NULL, *analyse = NULL, *manifest = NULL,
+               *clinical = NULL;
     int opt, threads = 2;
     while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -86,12 +91,14 @@ int main(int argc, char **argv)
         case 'a': analyse = optarg; break;
         case 'M': manifest = optarg; break;
         case 't': threads = atoi(optarg); break;
+        case 'C': clinical = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (analyse && manifest && optind == argc) {
-        int rc = vg_analyse_dir(analyse, manifest, device ? device : "cpu", threads, stdout);
+        int rc = vg_analyse_dir_clinical(analyse, manifest, clinical, device ? device : "cpu",
+                                         threads, stdout);
         fflush(stdout);
         _exit(rc);
     }
