@@ -461,3 +461,30 @@ int vg_breast_analyse(vg_model_t *model, const vg_manifest_t *man, const char *c
     free(ns);
     return rc;
 }
+
+int vg_breast_warm_up(vg_model_t *model, const vg_manifest_t *man, char *err,
+                      size_t errlen)
+{
+    vg_breast_case_t cases[2];
+    memset(cases, 0, sizeof cases);
+    cases[0].laterality = 'L';
+    cases[1].laterality = 'R';
+    float clin[VG_CLINICAL_N] = {0}, clin_present[VG_CLINICAL_N] = {0};
+    for (int n_cases = 2; n_cases >= 1; n_cases--)
+        for (int rep = 0; rep < 2; rep++) {
+            vg_tensor_t in[6], out[2];
+            const vg_breast_image_t *bad = NULL;
+            int n_out = 0;
+            int rc = vg_breast_tensors(man, cases, n_cases, clin, clin_present, in, &bad,
+                                       err, errlen);
+            if (rc < 0)
+                return rc;
+            rc = vg_model_forward(model, in, 6, out, 2, &n_out, err, errlen);
+            vg_breast_tensors_free(in);
+            for (int i = 0; i < n_out; i++)
+                vg_tensor_free(&out[i]);
+            if (rc < 0)
+                return rc;
+        }
+    return 0;
+}

@@ -124,6 +124,13 @@ static void try_load(worker_t *wk)
         set_status(wk, 0, err);
         return;
     }
+    if (strcmp(wk->man.task, "breast_risk") == 0 &&
+        vg_breast_warm_up(wk->model, &wk->man, err, sizeof err) < 0) {
+        vg_model_destroy(wk->model);
+        wk->model = NULL;
+        set_status(wk, 0, err);
+        return;
+    }
     set_status(wk, 1, "");
 }
 

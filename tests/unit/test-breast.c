@@ -946,3 +946,44 @@ TEST_IMPL(breast_analyse_dir)
     fclose(out);
     return 0;
 }
+
+/* The worker warms a breast model up at load: the contract's inputs for
+ * one and for two breasts go through; a model that does not take them is
+ * refused there, before any study waits on it. */
+TEST_IMPL(breast_warm_up)
+{
+    char model[512], bad[512], err[512];
+    snprintf(model, sizeof model, "%s/breast.pt", test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.pt", test_tmpdir());
+    ASSERT_EQ(write_manifest(test_tmpdir(), 16, 12, 8, 10), 0);
+    vg_manifest_t m;
+    ASSERT_EQ(load_manifest(test_tmpdir(), &m), 0);
+    ASSERT_EQ(make_model(model), 0);
+    /* torch.jit.script reads the class's source: it goes in a file. */
+    char py[512];
+    snprintf(py, sizeof py, "%s/bad.py", test_tmpdir());
+    FILE *f = fopen(py, "w");
+    ASSERT(f != NULL);
+    fprintf(f,
+            "import torch\n"
+            "class B(torch.nn.Module):\n"
+            "    def forward(self, x):\n"
+            "        return x\n"
+            "torch.jit.script(B()).save('%s')\n",
+            bad);
+    fclose(f);
+    ASSERT_EQ(test_sh("/usr/bin/python3 %s", py), 0);
+    vg_model_t *good = NULL, *wrong = NULL;
+    if (vg_model_load(m.model_path, "cpu", &good, err, sizeof err) < 0) {
+        ASSERT_STR_EQ(vg_runtime_name(), "none");
+        return 0;
+    }
+    ASSERT_EQ(vg_breast_warm_up(good, &m, err, sizeof err), 0);
+    ASSERT_EQ(vg_model_load(bad, "cpu", &wrong, err, sizeof err), 0);
+    err[0] = '\0';
+    ASSERT_EQ(vg_breast_warm_up(wrong, &m, err, sizeof err), VG_EMODEL);
+    ASSERT_STR_CONTAINS(err, "forward");
+    vg_model_destroy(good);
+    vg_model_destroy(wrong);
+    return 0;
+}
