@@ -145,6 +145,7 @@ bench: all
 	scripts/bench-ingest
 	scripts/bench-bone
 	scripts/bench-e2e
+	scripts/bench-breast
 
 # Orthanc as the PACS, the node (the one `make run` started, or its own),
 # a synthetic CT sent with storescu, the findings printed and the SEG and
@@ -153,14 +154,22 @@ demo: setup
 	$(MAKE) all
 	scripts/demo
 
-# Retrains the bone-lesion model on phantoms (about half an hour on two
-# cores) and rewrites models/bone; make test never does this.
+# Retrains the models on phantoms and rewrites models/: the bone-lesion
+# model (about an hour on two cores), the breast model with modality
+# masking and, for the quality table's comparison, the same breast
+# architecture without it (about 15 minutes together). make test never
+# does this.
 models: setup
 	scripts/train-bone --out models/bone
+	scripts/train-breast
+	scripts/train-breast --no-masking --out models/breast/ablation
 
-# The bone model's quality table on 60 held-out phantoms.
+# The quality tables on held-out phantoms: bone (60 cases, through the
+# node's pipeline) and breast (200 breasts, each input subset, with and
+# without modality masking).
 quality: all
 	scripts/quality-bone --cases 60
+	scripts/quality-breast --check
 
 format:
 	clang-format -i $(wildcard server/*.[ch] server/*.cpp storage/*.[ch] config/*.[ch] inference/*.[ch] inference/*.cpp tests/unit/*.[ch])

@@ -263,6 +263,7 @@ class Node:
         self.routes = {}
         self.extra_sections = []   # [(name, dict)], e.g. ("outbox", {...})
         self.model_manifest = REPO / "models" / "bone" / "manifest.json"
+        self.breast_manifest = REPO / "models" / "breast" / "manifest.json"
         self.proc = None
         self.exit_codes = []
 
@@ -277,6 +278,9 @@ class Node:
         if any(r.get("model") == "bone" for r in self.routes.values()):
             sections.append(("model bone",
                              {"manifest": str(self.model_manifest)}))
+        if any(r.get("model") == "breast" for r in self.routes.values()):
+            sections.append(("model breast",
+                             {"manifest": str(self.breast_manifest)}))
         return _ini(sections)
 
     def write_config(self):
@@ -293,6 +297,16 @@ class Node:
                              "min_slices": min_slices,
                              "max_slice_thickness": 5,
                              "destinations": "pacs"}
+
+    def add_breast_route(self, name="breast", group="study", **extra):
+        """A grouped route for mammography and ultrasound, and the
+        destination AE it names."""
+        self.aes.setdefault("pacs", {"ae_title": "PACS", "host": HOST,
+                                     "port": free_port(),
+                                     "role": "destination"})
+        self.routes[name] = {"model": "breast", "modality": "MG,US",
+                             "min_slices": 1, "group": group,
+                             "destinations": "pacs", **extra}
 
     # -- process
 
@@ -386,6 +400,20 @@ class Node:
         url = "http://%s:%d%s" % (HOST, self.http_port, path)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def post(self, path, body, timeout=10):
+        """(status, body bytes) of POST path with BODY (bytes, or an object
+        sent as JSON)."""
+        if not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body).encode()
+        url = "http://%s:%d%s" % (HOST, self.http_port, path)
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
