@@ -4,6 +4,7 @@
 #include "inference/breast.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,6 +338,17 @@ static int read_output(const vg_manifest_t *man, const vg_breast_case_t *cases, 
                  (long long)(probs->ndim > 1 ? probs->shape[1] : 0), n_cases);
         return VG_EMODEL;
     }
+    /* Probabilities, not anything: a model that overflowed (NaN, inf) or
+     * does not end in a softmax would otherwise become a silent call. */
+    for (int64_t i = 0; i < (int64_t)n_cases * 5; i++)
+        if (!isfinite(probs->data[i]) || probs->data[i] < -1e-6f ||
+            probs->data[i] > 1 + 1e-6f) {
+            snprintf(err, errlen,
+                     "the model returned %g as a class probability (expected 0..1): a"
+                     " broken model or an input it cannot take",
+                     (double)probs->data[i]);
+            return VG_EMODEL;
+        }
     res->assessments = calloc((size_t)n_cases, sizeof *res->assessments);
     if (!res->assessments) {
         snprintf(err, errlen, "out of memory");

@@ -142,6 +142,19 @@ int classify(DcmItem *ds, vg_breast_image_t *img, char *note, size_t len)
                           upper(str(ds, DCM_PresentationIntentType)) == "FOR PROCESSING";
     std::string view = upper(str(ds, DCM_ViewPosition));
     img->view = view == "CC" ? VG_MG_CC : view == "MLO" ? VG_MG_MLO : -1;
+    /* ViewPosition is optional in the mammography IOD; the View Code
+     * Sequence is required: SCT 399162004 cranio-caudal, 399368009
+     * medio-lateral oblique (SRT R-10242, R-10226 in older files). */
+    DcmItem *vc = NULL;
+    OFString code;
+    if (view.empty() && ds->findAndGetSequenceItem(DCM_ViewCodeSequence, vc, 0).good() && vc &&
+        vc->findAndGetOFString(DCM_CodeValue, code).good()) {
+        if (code == "399162004" || code == "R-10242")
+            img->view = VG_MG_CC;
+        else if (code == "399368009" || code == "R-10226")
+            img->view = VG_MG_MLO;
+        view = std::string("code ") + code.c_str();
+    }
     if (img->frames > 1) {
         snprintf(note, len, "multi-frame mammography (tomosynthesis) is not used");
         return VG_ENOTANALYSABLE;
@@ -172,6 +185,7 @@ void patient_values(DcmItem *ds, vg_breast_image_t *img)
 /* The decoded pixel values of one frame as doubles, samples interleaved. */
 struct Pixels {
     int rows = 0, cols = 0, spp = 1;
+    int stored = 8; /* bits stored */
     std::string photometric;
     std::vector<float> v; /* rows * cols * spp, interleaved */
 };
@@ -194,6 +208,12 @@ int decode_frame(DcmDataset *ds, const vg_breast_image_t *img, Pixels &p, char *
         spp = 1;
     ds->findAndGetUint16(DCM_PlanarConfiguration, planar);
     p.photometric = upper(str(ds, DCM_PhotometricInterpretation));
+    p.stored = stored;
+    if (p.photometric == "PALETTE COLOR") {
+        /* Indices into a colour table, not intensities. */
+        snprintf(err, len, "palette colour pixel data in %s is not read", img->sop_uid);
+        return VG_EPARSE;
+    }
     Sint32 frames = 1;
     ds->findAndGetSint32(DCM_NumberOfFrames, frames);
     if (frames < 1)
@@ -293,10 +313,12 @@ void render_us(Pixels &p, std::vector<float> &out)
     out.resize(plane * 3);
     bool ybr = p.photometric.compare(0, 3, "YBR") == 0;
     bool inverted = p.photometric == "MONOCHROME1";
+    /* Grey ultrasound is 8-bit as a rule; a deeper one is scaled to it. */
+    double grey = p.spp == 1 && p.stored > 8 ? 255.0 / ((1 << p.stored) - 1) : 1.0;
     for (size_t i = 0; i < plane; i++) {
         double r, g, b;
         if (p.spp == 1) {
-            r = g = b = inverted ? 255.0 - p.v[i] : p.v[i];
+            r = g = b = inverted ? 255.0 - p.v[i] * grey : p.v[i] * grey;
         } else if (ybr) { /* full-range YCbCr (JPEG/JFIF) */
             double y = p.v[3 * i], cb = p.v[3 * i + 1] - 128.0, cr = p.v[3 * i + 2] - 128.0;
             r = y + 1.402 * cr;

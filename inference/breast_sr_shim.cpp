@@ -128,7 +128,7 @@ const Birads *birads_of(const char *band)
 /* One evidence file that could be read, and its identity. */
 struct Evidence {
     std::unique_ptr<DcmFileFormat> ff;
-    OFString study, series, sop_class, sop, modality;
+    OFString study, series, sop_class, sop, modality, patient;
 };
 
 typedef std::vector<std::unique_ptr<Evidence>> EvidenceList;
@@ -191,6 +191,7 @@ int load_evidence(const Out &o, const char *const *paths, int n, EvidenceList &l
             continue;
         }
         ds.findAndGetOFString(DCM_Modality, e->modality);
+        ds.findAndGetOFString(DCM_PatientID, e->patient);
         list.push_back(std::move(e));
     }
     if (list.empty())
@@ -378,11 +379,31 @@ OFString series_description(const vg_manifest_t *m)
     return OFString(base) + suffix;
 }
 
-/* Header: patient and study from the first evidence file, a new series,
- * equipment, the evidence list, the private coding scheme. */
-int fill_header(const Out &o, DSRDocument &doc, const vg_manifest_t *man, EvidenceList &ev)
+/* Header: patient and study from the first evidence file of the
+ * result's own study (a group may span studies; the report belongs to the
+ * one whose job it is), a new series, equipment, the evidence list, the
+ * private coding scheme. Evidence of another patient is refused: a group
+ * must never mix two people's images in one report. */
+int fill_header(const Out &o, DSRDocument &doc, const vg_manifest_t *man,
+                const vg_result_t *res, EvidenceList &ev)
 {
-    DcmDataset &sds = *ev[0]->ff->getDataset();
+    const Evidence *src = NULL;
+    for (const auto &e : ev)
+        if (e->study == res->study_uid) {
+            src = e.get();
+            break;
+        }
+    if (!src)
+        return fail(o, VG_EPARSE, "no assessed image belongs to the report's study",
+                    res->study_uid);
+    for (const auto &e : ev)
+        if (e->patient != src->patient) {
+            char why[200];
+            snprintf(why, sizeof why, "\"%.64s\" and \"%.64s\"", src->patient.c_str(),
+                     e->patient.c_str());
+            return fail(o, VG_EPARSE, "the images come from more than one patient ID", why);
+        }
+    DcmDataset &sds = *src->ff->getDataset();
     DCM_TRY(o, doc.readStudyData(sds), "patient and study attributes");
     OFString cs;
     if (sds.findAndGetOFStringArray(DCM_SpecificCharacterSet, cs).good() && !cs.empty())
@@ -447,7 +468,7 @@ int write_report(const Out &o, const vg_manifest_t *man, const vg_result_t *res,
     if ((rc = build_template(o, rep, man, res, ev)) < 0)
         return rc;
     DCM_TRY(o, doc.setTreeFromRootTemplate(rep), "document tree");
-    if ((rc = finish_tree(o, doc, man, res)) < 0 || (rc = fill_header(o, doc, man, ev)) < 0)
+    if ((rc = finish_tree(o, doc, man, res)) < 0 || (rc = fill_header(o, doc, man, res, ev)) < 0)
         return rc;
     DCM_TRY(o, doc.completeDocument(), "completion flag");
     DcmFileFormat ff;

@@ -272,6 +272,17 @@ static int read_birads(const cJSON *root, vg_manifest_t *m, char *err, size_t er
                                   " characters) required", m->n_birads);
             return VG_EINVAL_CFG;
         }
+        /* The categories the report can code (SCT 3, 4, 5; 4A-4C as the
+         * subcategory beside 4): another would fail every report. */
+        static const char *const known[] = {"3", "4A", "4B", "4C", "5"};
+        int ok = 0;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+            ok |= strcmp(band->category, known[k]) == 0;
+        if (!ok) {
+            snprintf(err, errlen, "birads[%d]: category \"%s\" is not one of 3, 4A, 4B, 4C, 5",
+                     m->n_birads, band->category);
+            return VG_EINVAL_CFG;
+        }
         m->n_birads++;
     }
     if (m->birads[m->n_birads - 1].below <= 1.0) {

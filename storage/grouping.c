@@ -368,7 +368,9 @@ static void path_list_free(path_list_t *l)
     free(l->rel);
 }
 
-/* Adds the files of STUDY_UID's series that ROUTE takes. */
+/* Adds the files of STUDY_UID's complete series that ROUTE takes (a
+ * series still arriving is left to the job its study's completion
+ * queues). */
 static int add_study_files(sqlite3 *db, const vg_route_cfg_t *route, const char *study_uid,
                            path_list_t *out)
 {
@@ -376,7 +378,8 @@ static int add_study_files(sqlite3 *db, const vg_route_cfg_t *route, const char 
         "SELECT se.modality, COALESCE(se.slice_thickness, 0),"
         " (SELECT count(*) FROM instances c WHERE c.series_uid = se.series_uid), i.path"
         " FROM series se JOIN instances i ON i.series_uid = se.series_uid"
-        " WHERE se.study_uid = ?1 ORDER BY se.series_number IS NULL, se.series_number,"
+        " WHERE se.study_uid = ?1 AND se.state = 'complete'"
+        " ORDER BY se.series_number IS NULL, se.series_number,"
         " se.series_uid, i.instance_number IS NULL, i.instance_number, i.path");
     if (!st)
         return VG_EDB;
@@ -463,7 +466,9 @@ static int add_group_files(sqlite3 *db, const vg_route_cfg_t *route, const vg_jo
     if (s != SQLITE_ROW)
         return s == SQLITE_DONE ? VG_ENOTFOUND : VG_EDB;
     int by_patient = strcmp(route->group, "patient") == 0 && patient[0];
-    int by_accession = strcmp(route->group, "accession") == 0 && accession[0];
+    /* An accession number is unique per issuing RIS only: the group keeps
+     * to the patient too, and without a patient ID to the study. */
+    int by_accession = strcmp(route->group, "accession") == 0 && accession[0] && patient[0];
     if (!by_patient && !by_accession)
         return add_study_files(db, route, job->study_uid, out);
     st = vg__sql_prep(db, by_patient
@@ -471,11 +476,13 @@ static int add_group_files(sqlite3 *db, const vg_route_cfg_t *route, const vg_jo
           " WHERE patient_id = ?1 ORDER BY study_date, study_time, first_received_ms,"
           " study_uid"
         : "SELECT study_uid, study_date, study_time, first_received_ms FROM studies"
-          " WHERE accession = ?1 ORDER BY study_date, study_time, first_received_ms,"
-          " study_uid");
+          " WHERE accession = ?1 AND patient_id = ?2 ORDER BY study_date, study_time,"
+          " first_received_ms, study_uid");
     if (!st)
         return VG_EDB;
     sqlite3_bind_text(st, 1, by_patient ? patient : accession, -1, SQLITE_STATIC);
+    if (!by_patient)
+        sqlite3_bind_text(st, 2, patient, -1, SQLITE_STATIC);
     int hours = route->group_window_hours > 0 ? route->group_window_hours : 24;
     int rc = 0;
     while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {

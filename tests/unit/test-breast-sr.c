@@ -386,3 +386,48 @@ TEST_IMPL(breast_sr_bad_result)
     ASSERT(!exists(part));
     return 0;
 }
+
+/* A group may span studies (grouping by patient): the report belongs to
+ * its job's study and takes patient and study from an image of that
+ * study, wherever it stands in the evidence; images of another patient
+ * ID in one report are refused, as is a report none of whose images is
+ * in its study. */
+TEST_IMPL(breast_sr_study_and_patient_of_the_report)
+{
+    char err[256] = "", path[1024], other[600], stranger[600], other_study[65];
+    ASSERT_EQ(setup(), 0);
+    report_path(path, sizeof path);
+    snprintf(other, sizeof other, "%s/other-study.dcm", test_tmpdir());
+    snprintf(stranger, sizeof stranger, "%s/stranger.dcm", test_tmpdir());
+    vg_dicom_new_uid(other_study);
+    ASSERT_EQ(test_sh("cp %s %s && dcmodify -nb -m \"(0020,000D)=%s\" -m \"(0010,0010)=OTHER^STUDY\""
+                      " %s >/dev/null && cp %s %s && dcmodify -nb -m \"(0010,0020)=SOMEONE-ELSE\" %s"
+                      " >/dev/null",
+                      fx.paths[0], other, other_study, other, fx.paths[2], stranger, stranger),
+              0);
+
+    /* The other study's image first: the report is still in the job's. */
+    const char *group[3] = {other, fx.paths[1], fx.paths[2]};
+    ASSERT_EQ(vg_report_write_breast(fx.data, &fx.man, group, 3, &fx.res, err, sizeof err), 0);
+    char *py = capture("/usr/bin/python3 -c \"import pydicom,sys; d=pydicom.dcmread(sys.argv[1]);"
+                       " print(d.StudyInstanceUID, d.PatientName)\" %s",
+                       path);
+    ASSERT(py);
+    ASSERT_STR_CONTAINS(py, fx.study);
+    ASSERT(!strstr(py, "OTHER^STUDY"));
+    free(py);
+
+    const char *mixed[2] = {fx.paths[0], stranger};
+    ASSERT_EQ(vg_report_write_breast(fx.data, &fx.man, mixed, 2, &fx.res, err, sizeof err),
+              VG_EPARSE);
+    ASSERT_STR_CONTAINS(err, "more than one patient ID");
+    ASSERT_STR_CONTAINS(err, "SOMEONE-ELSE");
+    ASSERT(!exists(path));
+
+    const char *elsewhere[1] = {other};
+    ASSERT_EQ(vg_report_write_breast(fx.data, &fx.man, elsewhere, 1, &fx.res, err, sizeof err),
+              VG_EPARSE);
+    ASSERT_STR_CONTAINS(err, "no assessed image belongs to the report's study");
+    ASSERT(!exists(path));
+    return 0;
+}

@@ -405,6 +405,11 @@ TEST_IMPL(breast_manifest)
     ASSERT_EQ(test_sh("sed -i 's/\"below\": 0.10,/\"below\": 0.01,/' %s", path), 0);
     ASSERT_EQ(vg_manifest_load(path, &m, err, sizeof err), VG_EINVAL_CFG);
     ASSERT_STR_CONTAINS(err, "birads[1]");
+    /* A category the report cannot code is refused at load. */
+    ASSERT_EQ(write_manifest(dir, 32, 24, 16, 20), 0);
+    ASSERT_EQ(test_sh("sed -i 's/\"category\": \"4A\"/\"category\": \"2\"/' %s", path), 0);
+    ASSERT_EQ(vg_manifest_load(path, &m, err, sizeof err), VG_EINVAL_CFG);
+    ASSERT_STR_CONTAINS(err, "category \"2\" is not one of 3, 4A, 4B, 4C, 5");
     /* The bone manifest loads as before. */
     ASSERT_EQ(vg_manifest_load("models/bone/manifest.json", &m, err, sizeof err), 0);
     ASSERT_STR_EQ(m.task, "bone_lesions");
@@ -985,5 +990,86 @@ TEST_IMPL(breast_warm_up)
     ASSERT_STR_CONTAINS(err, "forward");
     vg_model_destroy(good);
     vg_model_destroy(wrong);
+    return 0;
+}
+
+/* Exports a model whose forward returns VALUE for every class. */
+static int make_constant_model(const char *path, const char *value)
+{
+    char py[512];
+    snprintf(py, sizeof py, "%s/constant.py", test_tmpdir());
+    FILE *f = fopen(py, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "import torch\n"
+            "class C(torch.nn.Module):\n"
+            "    def forward(self, mg, mg_present, us, us_present, clin, clin_present):\n"
+            "        return torch.full([mg.shape[0], 5], %s)\n"
+            "torch.jit.script(C()).save('%s')\n",
+            value, path);
+    fclose(f);
+    return test_sh("/usr/bin/python3 %s", py);
+}
+
+/* A model that overflows (NaN) or returns logits instead of
+ * probabilities fails the job with the reason, never a silent call. */
+TEST_IMPL(breast_model_output_checked)
+{
+    char dir[512], model[512], err[512];
+    snprintf(dir, sizeof dir, "%s/study", test_tmpdir());
+    snprintf(model, sizeof model, "%s/breast.pt", test_tmpdir());
+    ASSERT_EQ(write_manifest(test_tmpdir(), 16, 12, 8, 10), 0);
+    vg_manifest_t m;
+    ASSERT_EQ(load_manifest(test_tmpdir(), &m), 0);
+    ASSERT_EQ(make_study(dir), 0);
+    const char *paths[1] = {path_of(dir, "lcc")};
+    static const char *const values[] = {"float('nan')", "3.5"};
+    for (int v = 0; v < 2; v++) {
+        ASSERT_EQ(make_constant_model(model, values[v]), 0);
+        vg_model_t *mod = NULL;
+        if (vg_model_load(m.model_path, "cpu", &mod, err, sizeof err) < 0) {
+            ASSERT_STR_EQ(vg_runtime_name(), "none");
+            return 0;
+        }
+        vg_result_t r;
+        memset(&r, 0, sizeof r);
+        vg_breast_timings_t t;
+        err[0] = '\0';
+        ASSERT_EQ(vg_breast_analyse(mod, &m, paths, 1, NULL, &r, NULL, NULL, &t, err,
+                                    sizeof err),
+                  VG_EMODEL);
+        ASSERT_STR_CONTAINS(err, "as a class probability");
+        ASSERT_EQ(r.n_assessments, 0);
+        vg_result_clear(&r);
+        vg_model_destroy(mod);
+    }
+    return 0;
+}
+
+/* Without ViewPosition (optional in the mammography IOD) the view comes
+ * from the View Code Sequence, which the IOD requires. */
+TEST_IMPL(breast_view_from_code)
+{
+    char dir[512], note[128];
+    snprintf(dir, sizeof dir, "%s/d", test_tmpdir());
+    ASSERT_EQ(fixture(dir, "mlo", "kind=mg lat=L view=CC"), 0);
+    ASSERT_EQ(fixture(dir, "odd", "kind=mg lat=L view=CC"), 0);
+    ASSERT_EQ(test_sh("cd %s && dcmodify -nb -e \"(0018,5101)\""
+                      " -i \"(0054,0220)[0].(0008,0100)=399368009\""
+                      " -i \"(0054,0220)[0].(0008,0102)=SCT\""
+                      " -i \"(0054,0220)[0].(0008,0104)=medio-lateral oblique\" mlo.dcm &&"
+                      " dcmodify -nb -e \"(0018,5101)\""
+                      " -i \"(0054,0220)[0].(0008,0100)=399260004\""
+                      " -i \"(0054,0220)[0].(0008,0102)=SCT\""
+                      " -i \"(0054,0220)[0].(0008,0104)=medio-lateral\" odd.dcm",
+                      dir),
+              0);
+    vg_breast_image_t img;
+    ASSERT_EQ(vg_breast_image_read(path_of(dir, "mlo"), &img, note, sizeof note), 0);
+    ASSERT_EQ(img.view, VG_MG_MLO);
+    ASSERT_EQ(vg_breast_image_read(path_of(dir, "odd"), &img, note, sizeof note),
+              VG_ENOTANALYSABLE);
+    ASSERT_STR_CONTAINS(note, "code 399260004");
     return 0;
 }

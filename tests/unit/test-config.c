@@ -774,7 +774,7 @@ TEST_IMPL(config_shipped_files)
     ASSERT_STR_EQ(pacs->name, "pacs");
     ASSERT_STR_EQ(pacs->host, "127.0.0.1");
     ASSERT_EQ(pacs->port, 4242);
-    ASSERT_EQ(cfg->n_routes, 1);
+    ASSERT_EQ(cfg->n_routes, 2);
     ASSERT_STR_EQ(cfg->routes[0].name, "bone-ct");
     ASSERT_STR_EQ(cfg->routes[0].model, "bone");
     ASSERT_STR_EQ(cfg->routes[0].modality, "CT");
@@ -782,7 +782,17 @@ TEST_IMPL(config_shipped_files)
     ASSERT_DBL_NEAR(cfg->routes[0].max_slice_thickness, 5.0, 1e-12);
     ASSERT_EQ(cfg->routes[0].n_destinations, 1);
     ASSERT_STR_EQ(cfg->routes[0].destinations[0], "pacs");
-    ASSERT_EQ(cfg->n_models, 1);
+    /* Mammography and ultrasound of a study go to the breast model. */
+    ASSERT_STR_EQ(cfg->routes[1].name, "breast");
+    ASSERT_STR_EQ(cfg->routes[1].model, "breast");
+    ASSERT_STR_EQ(cfg->routes[1].modality, "MG,US");
+    ASSERT_STR_EQ(cfg->routes[1].group, "study");
+    ASSERT_STR_EQ(cfg->routes[1].destinations[0], "pacs");
+    ASSERT_EQ(cfg->n_models, 2);
+    const vg_model_cfg_t *b = vg_config_find_model(cfg, "breast");
+    ASSERT(b != NULL);
+    snprintf(want, sizeof want, "%s/models/breast/manifest.json", root);
+    ASSERT_STR_EQ(b->manifest, want);
     const vg_model_cfg_t *m = vg_config_find_model(cfg, "bone");
     ASSERT(m != NULL);
     snprintf(want, sizeof want, "%s/models/bone/manifest.json", root);

@@ -176,6 +176,25 @@ static int put_in(vg_index_t *idx, const study_t *s, const char *series,
     return 0;
 }
 
+/* Every series complete, as they are by the time a job of their group
+ * runs. */
+static int complete_all(vg_index_t *idx)
+{
+    return sqlite3_exec(vg_index_db(idx), "UPDATE series SET state = 'complete'", NULL, NULL,
+                        NULL) == SQLITE_OK
+               ? 0
+               : -1;
+}
+
+/* Marks SERIES as still receiving instances. */
+static int still_receiving(vg_index_t *idx, const char *series)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE series SET state = 'receiving' WHERE series_uid = '%s'",
+             series);
+    return sqlite3_exec(vg_index_db(idx), sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 /* The files of a job of ROUTE for STUDY, joined by spaces, in *out;
  * returns vg_group_files' code. */
 static int files_of(vg_index_t *idx, const vg_route_cfg_t *r, const char *series,
@@ -317,6 +336,7 @@ TEST_IMPL(grouping_files_series_and_study)
     ASSERT_EQ(put_in(idx, &s, "1.3.1", "MG", 2, 0), 0);
     ASSERT_EQ(put_in(idx, &s, "1.3.2", "US", 1, 0), 0);
     ASSERT_EQ(put_in(idx, &s, "1.3.3", "CT", 2, 0), 0);
+    ASSERT_EQ(complete_all(idx), 0);
     char buf[1024];
     /* Series grouping: the job's series, as vg_index_series_files. */
     ASSERT_EQ(files_of(idx, &route, "1.3.3", "1.3", buf, sizeof buf), 0);
@@ -343,14 +363,17 @@ TEST_IMPL(grouping_files_accession)
     study_t c = {"2.3", "P1", "ACC2", "20261120", ""}; /* another accession */
     study_t d = {"2.4", "P1", "", "20261120", ""};     /* none */
     study_t e = {"2.5", "P1", "", "20261120", ""};     /* none either */
+    study_t f = {"2.6", "P9", "ACC1", "20261120", ""}; /* ACC1 from another RIS */
     ASSERT_EQ(put_in(idx, &a, "2.1.1", "MG", 2, 0), 0);
     ASSERT_EQ(put_in(idx, &a, "2.1.2", "CT", 1, 0), 0);
     ASSERT_EQ(put_in(idx, &b, "2.2.1", "US", 1, 0), 0);
     ASSERT_EQ(put_in(idx, &c, "2.3.1", "US", 1, 0), 0);
     ASSERT_EQ(put_in(idx, &d, "2.4.1", "MG", 1, 0), 0);
     ASSERT_EQ(put_in(idx, &e, "2.5.1", "US", 1, 0), 0);
+    ASSERT_EQ(put_in(idx, &f, "2.6.1", "US", 1, 0), 0);
     vg_route_cfg_t r = breast;
     snprintf(r.group, sizeof r.group, "accession");
+    ASSERT_EQ(complete_all(idx), 0);
     char buf[1024];
     ASSERT_EQ(files_of(idx, &r, "2.1", "2.1", buf, sizeof buf), 0);
     ASSERT_STR_EQ(buf, "/data/2.1.1/1.dcm /data/2.1.1/2.dcm /data/2.2.1/1.dcm");
@@ -361,6 +384,13 @@ TEST_IMPL(grouping_files_accession)
     /* No accession number: the study alone, never every study without. */
     ASSERT_EQ(files_of(idx, &r, "2.4", "2.4", buf, sizeof buf), 0);
     ASSERT_STR_EQ(buf, "/data/2.4.1/1.dcm");
+    /* The same accession number for another patient is another group. */
+    ASSERT_EQ(files_of(idx, &r, "2.6", "2.6", buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, "/data/2.6.1/1.dcm");
+    /* A series still arriving waits for its own study's job. */
+    ASSERT_EQ(still_receiving(idx, "2.2.1"), 0);
+    ASSERT_EQ(files_of(idx, &r, "2.1", "2.1", buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, "/data/2.1.1/1.dcm /data/2.1.1/2.dcm");
     vg_index_close(idx);
     return 0;
 }
@@ -394,6 +424,7 @@ TEST_IMPL(grouping_files_patient)
     ASSERT_EQ(put_in(idx, &k, "3.11.1", "US", 1, 30 * H), 0);
     vg_route_cfg_t r = breast;
     snprintf(r.group, sizeof r.group, "patient");
+    ASSERT_EQ(complete_all(idx), 0);
     char buf[1024];
     ASSERT_EQ(files_of(idx, &r, "3.1", "3.1", buf, sizeof buf), 0);
     ASSERT_STR_EQ(buf, "/data/3.1.1/1.dcm /data/3.2.1/1.dcm");
