@@ -155,12 +155,14 @@ demo: setup
 	scripts/demo
 
 # Retrains the models on phantoms and rewrites models/: the bone-lesion
-# model (about an hour on two cores), the breast model with modality
+# segmentation and its per-lesion classifier (about an hour and a half on
+# two cores), the breast model with modality
 # masking and, for the quality table's comparison, the same breast
 # architecture without it (about 15 minutes together). make test never
 # does this.
 models: setup
 	scripts/train-bone --out models/bone
+	scripts/train-bone-classifier --out models/bone
 	scripts/train-breast
 	scripts/train-breast --no-masking --out models/breast/ablation
 
