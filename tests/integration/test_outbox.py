@@ -193,6 +193,11 @@ def test_stop_abandons_a_stuck_send(node, pacs_port, small_series, tmp_path):
         sop = queue_object(node, src, 1)
         node.wait_for(lambda: entry(node, 1, "sending"), timeout=10, interval=0.05,
                       what="send in flight")
+        # "sending" is set when the entry is taken, before the association:
+        # stop only once the C-STORE is on the wire (a stop before it is
+        # a clean release, which another test covers).
+        node.wait_for(lambda: "Received Store Request" in log.read_text(errors="replace"),
+                      timeout=10, interval=0.05, what="C-STORE request at the PACS")
         t0 = time.monotonic()
         assert node.stop(timeout=15) == 0
         assert time.monotonic() - t0 < 6
