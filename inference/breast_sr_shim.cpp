@@ -72,6 +72,8 @@
 #include "inference/dicom_out_int.h"
 #include "server/error.h"
 
+#include "inference/sr_shim_int.h"
+
 namespace
 {
 
@@ -133,24 +135,8 @@ struct Evidence {
 
 typedef std::vector<std::unique_ptr<Evidence>> EvidenceList;
 
-struct Out {
-    char *err;
-    size_t errlen;
-};
 
-int fail(const Out &o, int code, const char *what, const char *detail)
-{
-    if (o.err && o.errlen)
-        snprintf(o.err, o.errlen, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
-    return code;
-}
 
-#define DCM_TRY(o, expr, what)                                                             \
-    do {                                                                                   \
-        OFCondition c_ = (expr);                                                           \
-        if (c_.bad())                                                                      \
-            return fail(o, VG_EDCM, what, c_.text());                                      \
-    } while (0)
 
 OFString num(double v)
 {
@@ -367,17 +353,6 @@ int finish_tree(const Out &o, DSRDocument &doc, const vg_manifest_t *man,
     return 0;
 }
 
-/* "Vigil <model> <version>", cut to fit LO (64) with the suffix kept. */
-OFString series_description(const vg_manifest_t *m)
-{
-    const char *suffix = m->not_for_clinical_use ? ", not for clinical use" : "";
-    char base[160];
-    snprintf(base, sizeof base, "Vigil %s %s", m->name, m->version);
-    size_t room = 64 - strlen(suffix);
-    if (strlen(base) > room)
-        base[room] = '\0';
-    return OFString(base) + suffix;
-}
 
 /* Header: patient and study from the first evidence file of the
  * result's own study (a group may span studies; the report belongs to the
@@ -470,29 +445,7 @@ int write_report(const Out &o, const vg_manifest_t *man, const vg_result_t *res,
     DCM_TRY(o, doc.setTreeFromRootTemplate(rep), "document tree");
     if ((rc = finish_tree(o, doc, man, res)) < 0 || (rc = fill_header(o, doc, man, res, ev)) < 0)
         return rc;
-    DCM_TRY(o, doc.completeDocument(), "completion flag");
-    DcmFileFormat ff;
-    DcmDataset &ds = *ff.getDataset();
-    DCM_TRY(o, doc.write(ds), "encoding");
-    char series[65], sop[65];
-    vg_dicom_new_uid(series);
-    vg_dicom_new_uid(sop);
-    DCM_TRY(o, ds.putAndInsertString(DCM_SeriesInstanceUID, series), "series UID");
-    DCM_TRY(o, ds.putAndInsertString(DCM_SOPInstanceUID, sop), "SOP instance UID");
-    std::string tmp = std::string(out_path) + ".part";
-    if ((rc = vg__dicom_make_parent(out_path)) < 0)
-        return fail(o, rc, "creating the report's directory", strerror(-rc));
-    OFCondition c = ff.saveFile(tmp.c_str(), EXS_LittleEndianExplicit);
-    if (c.bad()) {
-        unlink(tmp.c_str());
-        return fail(o, VG_EDCM, "saving", c.text());
-    }
-    if ((rc = vg__dicom_commit(tmp.c_str(), out_path)) < 0)
-        return fail(o, rc, "placing the report", strerror(-rc));
-    snprintf(out->sop_uid, sizeof out->sop_uid, "%s", sop);
-    snprintf(out->sop_class_uid, sizeof out->sop_class_uid, "%s", UID_EnhancedSRStorage);
-    snprintf(out->series_uid, sizeof out->series_uid, "%s", series);
-    return 0;
+    return save_report(o, doc, out_path, out);
 }
 
 } // namespace
