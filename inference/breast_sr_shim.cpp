@@ -77,13 +77,6 @@
 namespace
 {
 
-/* The Device Observer UID of Vigil, the same as the bone report's. */
-const char DEVICE_UID[] = "2.25.221835377978506331294949088544980246471";
-
-const char NOT_CLINICAL[] =
-    "This result comes from a research demonstration model trained on synthetic data. "
-    "It is not for clinical use.";
-
 #define CODE_SCT_Mammography DSRBasicCodedEntry("71651007", "SCT", "Mammography")
 #define CODE_SCT_BreastUS DSRBasicCodedEntry("47079000", "SCT", "Ultrasonography of breast")
 #define CODE_SCT_LeftBreast DSRBasicCodedEntry("80248007", "SCT", "Left breast")

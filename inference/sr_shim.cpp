@@ -61,14 +61,6 @@
 namespace
 {
 
-/* The Device Observer UID of Vigil: fixed, so that every report names
- * the same device (a UUID-derived UID made once, PS3.5 B.2). */
-const char DEVICE_UID[] = "2.25.221835377978506331294949088544980246471";
-
-const char NOT_CLINICAL[] =
-    "This result comes from a research demonstration model trained on synthetic data. "
-    "It is not for clinical use.";
-
 #define CODE_SCT_Bone DSRBasicCodedEntry("272673000", "SCT", "Bone")
 #define CODE_SCT_Yes DSRBasicCodedEntry("373066001", "SCT", "Yes")
 #define CODE_SCT_No DSRBasicCodedEntry("373067005", "SCT", "No")

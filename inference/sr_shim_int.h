@@ -26,6 +26,14 @@
 namespace
 {
 
+/* The Device Observer UID of Vigil: fixed, so that every report names
+ * the same device (a UUID-derived UID made once, PS3.5 B.2). */
+const char DEVICE_UID[] = "2.25.221835377978506331294949088544980246471";
+
+const char NOT_CLINICAL[] =
+    "This result comes from a research demonstration model trained on synthetic data. "
+    "It is not for clinical use.";
+
 /* Where a failure's message goes (the caller's buffer, may be NULL). */
 struct Out {
     char *err;
