@@ -104,3 +104,26 @@ def test_bone_findings_match_phantom_truth(node, tmp_path):
         if r["positive"]:
             assert r["called"], rows
     assert health["models"]["bone"]["devices"][0]["device"] == "cpu"
+
+
+def test_matching_a_region_over_several_lesions_finds_none_of_them():
+    """The quality script's matching: a finding centred in a lesion's box
+    finds it; a second finding on it is neither a hit nor a false
+    positive; a region spanning vertebrae finds none of the small lesions
+    inside its box and is a false positive."""
+    def lesion(i, c, d):
+        return {"id": i, "centroid_mm": c, "diameter_mm": d,
+                "bbox_mm": [[v - d / 2 for v in c], [v + d / 2 for v in c]]}
+
+    def finding(c, d, p):
+        return {"centroid_mm": c, "diameter_mm": d, "probability": p,
+                "bbox_mm": [[v - d / 2 for v in c], [v + d / 2 for v in c]]}
+
+    lesions = [lesion(1, [0, 0, 0], 6), lesion(2, [0, 0, 40], 6), lesion(3, [0, 0, 80], 6)]
+    on_first = finding([1, 0, 1], 8, 0.9)
+    again = finding([-1, 0, 0], 5, 0.8)
+    halo = finding([0, 0, 46], 14, 0.7)          # lesion 2 in its box, 14 <= 2*6+6
+    spine = finding([0, 0, 60], 120, 0.95)       # spans all three
+    pairs, fps = QUALITY.match([on_first, again, halo, spine], lesions)
+    assert sorted(les["id"] for _, les in pairs) == [1, 2]
+    assert fps == [3]
