@@ -111,13 +111,15 @@ def test_matching_a_region_over_several_lesions_finds_none_of_them():
     finds it; a second finding on it is neither a hit nor a false
     positive; a region spanning vertebrae finds none of the small lesions
     inside its box and is a false positive."""
-    def lesion(i, c, d):
-        return {"id": i, "centroid_mm": c, "diameter_mm": d,
+    def box(c, d):
+        return {"centroid_mm": c, "diameter_mm": d,
                 "bbox_mm": [[v - d / 2 for v in c], [v + d / 2 for v in c]]}
 
+    def lesion(i, c, d):
+        return dict(box(c, d), id=i)
+
     def finding(c, d, p):
-        return {"centroid_mm": c, "diameter_mm": d, "probability": p,
-                "bbox_mm": [[v - d / 2 for v in c], [v + d / 2 for v in c]]}
+        return dict(box(c, d), probability=p)
 
     lesions = [lesion(1, [0, 0, 0], 6), lesion(2, [0, 0, 40], 6), lesion(3, [0, 0, 80], 6)]
     on_first = finding([1, 0, 1], 8, 0.9)
