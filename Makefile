@@ -155,8 +155,8 @@ demo: setup
 	scripts/demo
 
 # Retrains the models on phantoms and rewrites models/: the bone-lesion
-# segmentation and its per-lesion classifier (about an hour and a half on
-# two cores), the breast model with modality
+# segmentation and its per-lesion classifier (about two hours on two
+# cores: 70 minutes and 60), the breast model with modality
 # masking and, for the quality table's comparison, the same breast
 # architecture without it (about 15 minutes together). make test never
 # does this.

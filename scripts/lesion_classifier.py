@@ -18,13 +18,17 @@ passes HU unchanged. Output [B, 9]: softmax over 0 = not a lesion, then the
 
 Only HU, no stage-1 probability channel: training on HU alone needs no
 segmentation run per training case (phantoms are cheap, sliding-window
-inference is not), and the classifier stays valid when the segmentation
-model is retrained, which is exactly when it is most needed.
+inference is not). Its negatives include the segmentation's own false
+candidates on a few phantoms (scripts/train-bone-classifier), so it is
+retrained whenever the segmentation is.
 
 Shape: a full-resolution stem (small lesions are 3-16 voxels), three
-poolings to 4^3, then features of the centre (at 8^3 and 4^3) together
-with global mean and max, so the head knows what is at the centre and what
-is around it. About 72k parameters and 66 million multiply-adds per crop,
+poolings to 4^3, then features of the centre (at 16^3, 8^3 and 4^3: 6, 12
+and 24 mm) together with global mean and max, so the head knows what is
+at the centre and what is around it. The 16^3 centre is there for the
+smallest lesions, 4-6 mm, whose density (an osteoblastic focus at 500 HU
+or a bone island at 1500) is averaged away at coarser levels.
+About 73k parameters and 66 million multiply-adds per crop,
 about 5 ms per crop on one CPU core in batches of 2-8 (average pooling:
 libtorch 1.13's 3D max pooling on a CPU costs as much as the
 convolutions; a batch of one runs ten times slower, so the node sends at
@@ -66,7 +70,7 @@ class LesionClassifier(nn.Module):
         self.b2 = conv_bn(c1, c2)
         self.b3 = conv_bn(c2, c3)
         self.drop = nn.Dropout(dropout)
-        self.fc1 = nn.Linear(c2 + 3 * c3, hidden)
+        self.fc1 = nn.Linear(c1 + c2 + 3 * c3, hidden)
         self.fc2 = nn.Linear(hidden, n_classes + 1)
 
     def logits(self, hu: torch.Tensor) -> torch.Tensor:
@@ -77,14 +81,16 @@ class LesionClassifier(nn.Module):
         h = self.b1(F.avg_pool3d(h, 2))
         h8 = self.b2(F.avg_pool3d(h, 2))
         h4 = self.b3(F.avg_pool3d(h8, 2))
-        n8, n4 = h8.shape[2], h4.shape[2]
+        n16, n8, n4 = h.shape[2], h8.shape[2], h4.shape[2]
+        c16 = h[:, :, n16 // 2 - 1:n16 // 2 + 1, n16 // 2 - 1:n16 // 2 + 1,
+                n16 // 2 - 1:n16 // 2 + 1].mean(dim=(2, 3, 4))
         c8 = h8[:, :, n8 // 2 - 1:n8 // 2 + 1, n8 // 2 - 1:n8 // 2 + 1,
                 n8 // 2 - 1:n8 // 2 + 1].mean(dim=(2, 3, 4))
         c4 = h4[:, :, n4 // 2 - 1:n4 // 2 + 1, n4 // 2 - 1:n4 // 2 + 1,
                 n4 // 2 - 1:n4 // 2 + 1].mean(dim=(2, 3, 4))
         g = h4.mean(dim=(2, 3, 4))
         m = h4.amax(dim=(2, 3, 4))
-        f = torch.cat([c8, c4, g, m], dim=1)
+        f = torch.cat([c16, c8, c4, g, m], dim=1)
         return self.fc2(self.drop(F.relu(self.fc1(f))))
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
