@@ -25,15 +25,17 @@ CASES = [
     (950003, []),
 ]
 
-# The floor the committed model meets on these cases (2 of 8 lesions found,
-# 1 of them typed right, 1 false positive per case when these were set).
-# They catch a broken reader, runtime or post-processing (no findings,
-# wrong types, a flood of false positives); they are far below the quality
-# the model is meant to reach (scripts/quality-bone reports that), and are
-# to be raised with each better model.
-MIN_SENSITIVITY = 0.2
-MIN_TYPE_ACCURACY = 0.25
-MAX_FP_PER_CASE = 3.0
+# The floor the committed model meets on these cases (5 of 8 lesions
+# found, 4 of them typed right, no false positive; both metastatic
+# patients called positive and the clean case negative, when these were
+# set). They catch a
+# broken reader, runtime or post-processing (no findings, wrong types, a
+# flood of false positives); they are below the quality the model is meant
+# to reach (scripts/quality-bone reports that), and are to be raised with
+# each better model.
+MIN_SENSITIVITY = 0.4
+MIN_TYPE_ACCURACY = 0.6
+MAX_FP_PER_CASE = 1.5
 
 
 def phantom_module():
@@ -97,12 +99,16 @@ def test_bone_findings_match_phantom_truth(node, tmp_path):
     assert found / lesions >= MIN_SENSITIVITY, rows
     assert sum(r["typed"] for r in rows) / max(found, 1) >= MIN_TYPE_ACCURACY, rows
     assert sum(r["fp"] for r in rows) / len(rows) <= MAX_FP_PER_CASE, rows
-    # Every patient with a metastasis is called positive (the operating
-    # threshold is chosen for sensitivity), and the score is a probability.
+    # The score is a probability; a metastatic patient is called positive
+    # and the clean one is not (the node's call at the manifest's operating
+    # threshold), and the clean one scores below every metastatic one.
     for r in rows:
         assert 0.0 <= r["score"] <= 1.0, rows
-        if r["positive"]:
-            assert r["called"], rows
+    pos = [r for r in rows if r["positive"]]
+    neg = [r for r in rows if not r["positive"]]
+    assert any(r["called"] for r in pos), rows
+    assert not any(r["called"] for r in neg), rows
+    assert max(r["score"] for r in neg) < min(r["score"] for r in pos), rows
     assert health["models"]["bone"]["devices"][0]["device"] == "cpu"
 
 
