@@ -6,6 +6,7 @@
 #include "inference/worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -503,6 +504,7 @@ int vg_worker_run(const vg_worker_opts_t *o, char *err, size_t errlen)
             vg_queue_lease(wk->idx, wk->cfg.name, wk->name,
                            (int64_t)wk->cfg.lease_seconds * 1000, vg_now_ms(), &job) == 0) {
             run_job(wk, &job);
+            malloc_trim(0); /* the heap the job grew (worker_main.c) */
             publish(wk);
             continue;
         }
