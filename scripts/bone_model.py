@@ -96,6 +96,48 @@ class BoneSeg(nn.Module):
 
 # --- inference as the node does it (inference/bone.c) ---------------------
 
+def grid_size(n, step_in, step_out):
+    """Samples on an axis of N samples STEP_IN apart when resampled to
+    STEP_OUT from the first one (inference/grid.c's axis())."""
+    return int(np.floor((n - 1) * step_in / step_out + 1e-6)) + 1 if n > 1 else 1
+
+
+def resample(hu, spacing, step):
+    """HU (z, y, x; SPACING in mm, same order) on the node's analysis grid:
+    sample o of each axis at o * STEP mm from the first, linear between the
+    two scanner samples around it, the last one beyond (inference/grid.c,
+    in its order: x, then y, then z, float32). The grid is STEP mm exactly,
+    so its voxels are where the node's centroid_mm says; trilinear
+    interpolation with aligned corners stretches it to end on the last
+    slice, up to a third of a voxel off across a scan, and a candidate on
+    the edge of the lesion threshold comes out a different size (and its
+    classifier crop a voxel off)."""
+    out = np.asarray(hu, np.float32)
+    for axis in (2, 1, 0):
+        n = out.shape[axis]
+        m = grid_size(n, spacing[axis], step)
+        if n == 1:
+            continue
+        x = np.arange(m) * (step / spacing[axis])
+        i0 = x.astype(np.int64)
+        beyond = i0 >= n - 1
+        i0 = np.minimum(i0, n - 2)
+        f = (x - i0).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = m
+        f = f.reshape(shape)
+        v0 = np.take(out, i0, axis=axis)
+        v1 = np.take(out, i0 + 1, axis=axis)
+        res = v0 + f * (v1 - v0)
+        if beyond.any():
+            idx = [slice(None)] * 3
+            idx[axis] = beyond
+            last = [slice(None)] * 3
+            last[axis] = slice(n - 1, n)
+            res[tuple(idx)] = out[tuple(last)]
+        out = res
+    return out
+
 def bone_region(hu, threshold, margin_voxels):
     """Voxels above THRESHOLD HU, dilated by a cube of half-width MARGIN,
     one axis at a time: the same cube, about seven times faster than one
@@ -233,7 +275,7 @@ def load_classifier(manifest_path):
 
 
 def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic,
-                 classifier=None, crop_voxels=32, min_lesion_probability=0.5):
+                 classifier=None, crop_voxels=32, min_lesion_probability=0.5, stats=None):
     """Lesions as the node finds them: list of dicts (type index 1..K,
     probability, voxel count, centroid voxel, mask indices) and the patient
     score (noisy-OR of probability x metastatic share). With CLASSIFIER
@@ -241,10 +283,14 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
     centroid; it is kept when its lesion probability reaches
     MIN_LESION_PROBABILITY, and the classifier gives its type and
-    probability ("classifier" in lesion_call), as inference/bone.c does."""
+    probability ("classifier" in lesion_call), as inference/bone.c does.
+    STATS, a dict, gets the count of "candidates" (the node's
+    timings.candidates when there is a classifier)."""
     comps = components(fg, cls, region, threshold)
     min_vox = min_volume_mm3 / spacing ** 3
     comps = [c for c in comps if c["voxels"] >= min_vox]
+    if stats is not None:
+        stats["candidates"] = len(comps)
     typing = "segmentation"
     if classifier is not None:
         import lesion_classifier as lc

@@ -135,3 +135,35 @@ def test_matching_a_region_over_several_lesions_finds_none_of_them():
     pairs, fps = QUALITY.match([on_first, again, halo, spine], lesions)
     assert sorted(les["id"] for _, les in pairs) == [1, 2]
     assert fps == [3]
+
+
+@pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
+def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path):
+    """scripts/bench-bone compares the node with the same model in Python;
+    that comparison (and training, which resamples the same way) means
+    something only if both make the same grid, the same candidates and the
+    same findings. vigil-worker --analyse runs a phantom series as a
+    worker runs a job; the Python pipeline runs the same files."""
+    import subprocess
+    ph = phantom_module()
+    seed, types = CASES[1]
+    make_case(ph, seed, types, tmp_path)
+    dicom = tmp_path / "dicom"
+    out = subprocess.run([str(vigil.REPO / "build" / "vigil-worker"), "--analyse", str(dicom),
+                          "--manifest", str(MANIFEST), "--threads", "2"],
+                         stdout=subprocess.PIPE, check=True, text=True, timeout=300).stdout
+    node = json.loads(out)
+    py = vigil.load_script("bench-bone").python_pipeline(str(dicom), str(MANIFEST), 2)
+    names = [c["name"] for c in json.loads(MANIFEST.read_text())["classes"]]
+    assert node["status"] == "done", node
+    assert node["timings"]["windows"] == py["windows"]
+    assert node["timings"]["candidates"] == py["candidates"] > 0
+    assert len(node["findings"]) == len(py["found"]) > 0, (node["findings"], py["found"])
+    g = node["grid"]
+    axes = np.array([g["normal"], g["col_dir"], g["row_dir"]], float)  # z, y, x
+    for f, p in zip(node["findings"], py["found"]):
+        voxel = axes @ (np.array(f["centroid_mm"]) - g["origin"]) / g["spacing_mm"]
+        assert f["type"] == names[p["type_index"] - 1], (f, p)
+        assert abs(f["probability"] - p["probability"]) < 1e-3, (f, p)
+        assert np.abs(voxel - p["centroid"]).max() < 0.01, (voxel, p)
+    assert abs(node["patient_score"] - py["patient_score"]) < 1e-3
