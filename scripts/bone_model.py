@@ -94,6 +94,19 @@ class BoneSeg(nn.Module):
         return torch.softmax(self.logits(hu), dim=1)
 
 
+def keep_tensors_on_heap():
+    """Large tensors from the heap, not fresh mappings: torch allocates and
+    frees activations of tens of MB on every step, above glibc's mmap
+    threshold, and the kernel then faults in and zeroes their pages each
+    time (half of a training step in system time, as in the node's
+    worker, inference/worker_main.c, which sets the same). Allocation
+    only; results are the same."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+
+
 # --- inference as the node does it (inference/bone.c) ---------------------
 
 def grid_size(n, step_in, step_out):
