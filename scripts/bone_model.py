@@ -151,6 +151,7 @@ def resample(hu, spacing, step):
         out = res
     return out
 
+
 def bone_region(hu, threshold, margin_voxels):
     """Voxels above THRESHOLD HU, dilated by a cube of half-width MARGIN,
     one axis at a time: the same cube, about seven times faster than one
