@@ -29,10 +29,9 @@ at the centre and what is around it. The 16^3 centre is there for the
 smallest lesions, 4-6 mm, whose density (an osteoblastic focus at 500 HU
 or a bone island at 1500) is averaged away at coarser levels.
 About 185k parameters and 3 ms per crop on two CPU cores in batches of
-8 (average pooling:
-libtorch 1.13's 3D max pooling on a CPU costs as much as the
-convolutions; a batch of one runs ten times slower, so the node sends at
-least two).
+8 (average pooling: libtorch 1.13's 3D max pooling on a CPU costs as
+much as the convolutions; a batch of one runs ten times slower, so the
+node sends at least two).
 """
 
 import numpy as np
