@@ -34,6 +34,8 @@ much as the convolutions; a batch of one runs ten times slower, so the
 node sends at least two).
 """
 
+from typing import List
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -136,3 +138,26 @@ def classify(model, hu, centroids, size=CROP, batch=8):
             x = np.stack([crop(hu, c, size) for c in centroids[i:i + batch]])[:, None]
             probs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
+
+
+class Ensemble(nn.Module):
+    """The mean of the class probabilities of MEMBERS, classifiers trained
+    alike on different phantoms and seeds ([B, 1, C, C, C] HU -> [B, K+1],
+    as one LesionClassifier, so the node loads it as one). Each member
+    costs its own forward. scripts/train-bone-classifier --members builds
+    and validates one; the pair tried for 0.5.0 typed better than its
+    first member alone but made more false positives on held-out phantoms
+    (that script's docstring has the figures)."""
+
+    def __init__(self, members: List[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(0)
+        n = 0
+        for m in self.members:
+            p = m(hu)
+            total = p if n == 0 else total + p
+            n += 1
+        return total / n

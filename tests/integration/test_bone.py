@@ -169,3 +169,31 @@ def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path):
         assert abs(f["probability"] - p["probability"]) < 1e-3, (f, p)
         assert np.abs(voxel - p["centroid"]).max() < 0.01, (voxel, p)
     assert abs(node["patient_score"] - py["patient_score"]) < 1e-3
+
+
+
+@pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
+def test_classifier_ensemble_is_the_mean_of_its_members(tmp_path):
+    """scripts/train-bone-classifier --members exports an ensemble of
+    trained classifiers as one TorchScript file (lesion_classifier.Ensemble):
+    loaded back, it gives the mean of its members' probabilities, a
+    distribution over "not a lesion" and the 8 types, batch by batch as
+    the node sends crops."""
+    import torch
+    lc = vigil.load_module("lesion_classifier.py")
+    man = json.loads(MANIFEST.read_text())
+    committed = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
+    torch.manual_seed(3)
+    other = torch.jit.script(lc.LesionClassifier().eval())
+    path = tmp_path / "ensemble.pt"
+    torch.jit.script(lc.Ensemble([committed, other])).save(str(path))
+    model = torch.jit.load(str(path))
+    rng = np.random.default_rng(5)
+    hu = torch.from_numpy(rng.normal(300, 400, (3, 1, 32, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        p = model(hu)
+        each = [committed(hu), other(hu)]
+    assert tuple(p.shape) == (3, 1 + len(man["classes"]))
+    assert torch.allclose(p, (each[0] + each[1]) / 2, atol=1e-6)
+    assert torch.allclose(p.sum(dim=1), torch.ones(3), atol=1e-5)
+    assert (each[0] - each[1]).abs().max() > 1e-2
