@@ -154,10 +154,4 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(0)
-        n = 0
-        for m in self.members:
-            p = m(hu)
-            total = p if n == 0 else total + p
-            n += 1
-        return total / n
+        return torch.stack([m(hu) for m in self.members]).mean(dim=0)

@@ -171,7 +171,6 @@ def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path):
     assert abs(node["patient_score"] - py["patient_score"]) < 1e-3
 
 
-
 @pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
 def test_classifier_ensemble_is_the_mean_of_its_members(tmp_path):
     """scripts/train-bone-classifier --members exports an ensemble of
