@@ -376,8 +376,148 @@ static int candidates(work_t *w, vg_model_t *cls, const comp_t *comps, int n, in
     return rc < 0 ? rc : nc;
 }
 
-/* Candidates become findings (those the classifier rejects do not); the
- * patient score is the noisy-OR of their metastatic probabilities. */
+/* Endplate pairs. A lesion of a both_endplates class (endplate osteitis:
+ * sclerosis along both endplates of one disc) is segmented as two bands,
+ * one in each vertebra, with the disc between them, and the classifier
+ * keeps each. Two kept candidates of that type are one lesion when their
+ * centroids lie one above the other (at most PAIR_OFFSET_MM apart across
+ * the body's axis, PAIR_GAP_MIN_MM..PAIR_GAP_MAX_MM along it: a 4-12 mm
+ * disc and half of each 3-10 mm band) and the voxels half-way between
+ * them are softer than cancellous bone (a disc, not the body of a
+ * vertebra between lesions of two adjacent discs). Closest pairs first. */
+#define PAIR_OFFSET_MM 10.0
+#define PAIR_GAP_MIN_MM 6.0
+#define PAIR_GAP_MAX_MM 24.0
+#define DISC_HU 150.0
+
+typedef struct pair {
+    double d;
+    int i, j;
+} pair_t;
+
+static int by_distance(const void *a, const void *b)
+{
+    double da = ((const pair_t *)a)->d, db = ((const pair_t *)b)->d;
+    return da < db ? -1 : da > db ? 1 : 0;
+}
+
+/* The class (0..K-1) of classifier distribution P (K + 1 values). */
+static int type_of(const work_t *w, const float *p)
+{
+    int type = 0;
+    for (int k = 1; k < w->k; k++)
+        if (p[k + 1] > p[type + 1])
+            type = k;
+    return type;
+}
+
+/* Mean HU of the 3^3 voxels around grid point C (x, y, z), clamped. */
+static double hu_around(const work_t *w, const double c[3])
+{
+    int x0 = (int)floor(c[0] + 0.5), y0 = (int)floor(c[1] + 0.5), z0 = (int)floor(c[2] + 0.5);
+    double sum = 0;
+    for (int dz = -1; dz <= 1; dz++)
+        for (int dy = -1; dy <= 1; dy++)
+            for (int dx = -1; dx <= 1; dx++) {
+                int x = clampi(x0 + dx, 0, w->g.nx - 1), y = clampi(y0 + dy, 0, w->g.ny - 1),
+                    z = clampi(z0 + dz, 0, w->g.nz - 1);
+                sum += w->g.v[((size_t)z * w->g.ny + y) * w->g.nx + x];
+            }
+    return sum / 27;
+}
+
+/* Component B becomes part of A: its voxels are relabelled (ID_B to
+ * ID_A) and its sums added. */
+static void absorb(const work_t *w, int32_t *labels, comp_t *a, int id_a, comp_t *b, int id_b)
+{
+    for (int z = b->box[4]; z <= b->box[5]; z++)
+        for (int y = b->box[2]; y <= b->box[3]; y++)
+            for (int x = b->box[0]; x <= b->box[1]; x++) {
+                int32_t *l = &labels[((size_t)z * w->g.ny + y) * w->g.nx + x];
+                if (*l == id_b)
+                    *l = id_a;
+            }
+    a->count += b->count;
+    a->sum_fg += b->sum_fg;
+    a->sum_hu += b->sum_hu;
+    for (int i = 0; i < 3; i++)
+        a->sum_pos[i] += b->sum_pos[i];
+    for (int k = 0; k < w->k; k++)
+        a->sum_cls[k] += b->sum_cls[k];
+    for (int i = 0; i < 6; i += 2) {
+        a->box[i] = b->box[i] < a->box[i] ? b->box[i] : a->box[i];
+        a->box[i + 1] = b->box[i + 1] > a->box[i + 1] ? b->box[i + 1] : a->box[i + 1];
+    }
+    b->count = 0;
+}
+
+/* Merges the endplate pairs among the N classified candidates IDS
+ * (PROBS): of each pair the less probable joins the other in LABELS and
+ * COMPS and is marked in GONE (N bytes, zeroed by the caller). Returns
+ * 0 or -ENOMEM. */
+static int merge_endplate_pairs(const work_t *w, int32_t *labels, comp_t *comps, const int *ids,
+                                const float *probs, int n, uint8_t *gone)
+{
+    int K1 = w->k + 1, np = 0, cap = 0;
+    pair_t *pairs = NULL;
+    for (int i = 0; i < n; i++) {
+        const float *pi = probs + (size_t)i * K1;
+        int ti = type_of(w, pi);
+        if (1.0 - pi[0] < w->man->min_lesion_probability || !w->man->classes[ti].both_endplates)
+            continue;
+        for (int j = i + 1; j < n; j++) {
+            const float *pj = probs + (size_t)j * K1;
+            if (1.0 - pj[0] < w->man->min_lesion_probability || type_of(w, pj) != ti)
+                continue;
+            const comp_t *a = &comps[ids[i]], *b = &comps[ids[j]];
+            double ga[3], gb[3], pa[3], pb[3], mid[3];
+            for (int k = 0; k < 3; k++) {
+                ga[k] = a->sum_pos[k] / a->count;
+                gb[k] = b->sum_pos[k] / b->count;
+                mid[k] = 0.5 * (ga[k] + gb[k]);
+            }
+            vg_grid_to_patient(&w->g, ga[0], ga[1], ga[2], pa);
+            vg_grid_to_patient(&w->g, gb[0], gb[1], gb[2], pb);
+            double gap = fabs(pa[2] - pb[2]), offset = hypot(pa[0] - pb[0], pa[1] - pb[1]);
+            if (offset > PAIR_OFFSET_MM || gap < PAIR_GAP_MIN_MM || gap > PAIR_GAP_MAX_MM ||
+                hu_around(w, mid) >= DISC_HU)
+                continue;
+            if (np == cap) {
+                cap = cap ? 2 * cap : 8;
+                pair_t *grown = realloc(pairs, sizeof *pairs * (size_t)cap);
+                if (!grown) {
+                    free(pairs);
+                    return -ENOMEM;
+                }
+                pairs = grown;
+            }
+            pairs[np++] = (pair_t){hypot(gap, offset), i, j};
+        }
+    }
+    qsort(pairs, (size_t)np, sizeof *pairs, by_distance);
+    uint8_t *paired = np ? calloc((size_t)n, 1) : NULL;
+    if (np && !paired) {
+        free(pairs);
+        return -ENOMEM;
+    }
+    for (int q = 0; q < np; q++) {
+        int i = pairs[q].i, j = pairs[q].j;
+        if (paired[i] || paired[j])
+            continue;
+        paired[i] = paired[j] = 1;
+        if (probs[(size_t)j * K1] < probs[(size_t)i * K1]) /* j the more probable */
+            i = pairs[q].j, j = pairs[q].i;
+        absorb(w, labels, &comps[ids[i]], ids[i], &comps[ids[j]], ids[j]);
+        gone[j] = 1;
+    }
+    free(paired);
+    free(pairs);
+    return 0;
+}
+
+/* Candidates become findings (those the classifier rejects do not, the
+ * two bands of an endplate pair one); the patient score is the noisy-OR
+ * of their metastatic probabilities. */
 static int find_lesions(work_t *w, vg_model_t *cls, vg_result_t *res, vg_bone_timings_t *t,
                         char *err, size_t len)
 {
@@ -407,11 +547,14 @@ static int find_lesions(work_t *w, vg_model_t *cls, vg_result_t *res, vg_bone_ti
     t->classify_s = cls ? seconds() - t0 : 0;
     t->candidates = cls && nc > 0 ? nc : 0;
     res->findings = nc >= 0 ? calloc(MAX_FINDINGS, sizeof *res->findings) : NULL;
+    uint8_t *gone = nc > 0 && probs ? calloc((size_t)nc, 1) : NULL;
     double none = 1.0; /* probability that no lesion is metastatic */
-    int rc = nc < 0 ? nc : res->findings ? 0 : -ENOMEM;
+    int rc = nc < 0 ? nc : res->findings && (gone || !probs || nc == 0) ? 0 : -ENOMEM;
+    if (rc == 0 && gone)
+        rc = merge_endplate_pairs(w, labels, comps, ids, probs, nc, gone);
     for (int i = 0; rc == 0 && i < nc; i++) {
         const float *p = probs ? probs + (size_t)i * (w->k + 1) : NULL;
-        if ((p && 1.0 - p[0] < w->man->min_lesion_probability) ||
+        if ((p && 1.0 - p[0] < w->man->min_lesion_probability) || (gone && gone[i]) ||
             res->n_findings == MAX_FINDINGS)
             continue;
         vg_finding_t *f = &res->findings[res->n_findings++];
@@ -423,7 +566,7 @@ static int find_lesions(work_t *w, vg_model_t *cls, vg_result_t *res, vg_bone_ti
         qsort(res->findings, (size_t)res->n_findings, sizeof *res->findings, by_probability);
     res->patient_score = 1.0 - none;
     res->positive = res->patient_score >= w->man->operating_threshold;
-    free(ids), free(probs);
+    free(ids), free(probs), free(gone);
     free(comps);
     free(labels);
     return rc;

@@ -85,6 +85,8 @@ static int read_classes(const cJSON *root, vg_manifest_t *m, char *err, size_t e
             return VG_EINVAL_CFG;
         }
         k->metastatic = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "metastatic"));
+        k->both_endplates =
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "both_endplates"));
         m->n_classes++;
     }
     return 0;

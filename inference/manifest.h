@@ -29,6 +29,9 @@ typedef struct vg_code {
 typedef struct vg_class {
     char name[48];              /* e.g. "osteolytic_metastasis" */
     int metastatic;             /* counts towards the patient-level call */
+    int both_endplates;         /* bone: one lesion on the two endplates of a
+                                 * disc, segmented as two bands that
+                                 * inference/bone.c makes one finding */
     int malignant;              /* breast: counts towards malignancy */
     char meaning[128];          /* breast: what the class stands for */
     vg_code_t code;             /* what it is (breast: optional) */

@@ -288,8 +288,49 @@ def load_classifier(manifest_path):
                                                man["operating_threshold"]))}
 
 
+# Endplate pairs (inference/bone.c says why): centroids at most
+# PAIR_OFFSET_MM apart across the body's axis, PAIR_GAP_MIN_MM..
+# PAIR_GAP_MAX_MM along it, softer than DISC_HU half-way between them.
+PAIR_OFFSET_MM, PAIR_GAP_MIN_MM, PAIR_GAP_MAX_MM, DISC_HU = 10.0, 6.0, 24.0, 150.0
+
+
+def endplate_pairs(comps, hu, spacing, both_endplates):
+    """The (kept, joined) index pairs among the classified candidates
+    COMPS (dicts with "centroid", voxel z y x of an axial grid of SPACING
+    mm, and "cls_p") that are the two bands of one lesion of a class in
+    BOTH_ENDPLATES (class indices 0..K-1), as inference/bone.c pairs them:
+    closest first, the more probable kept."""
+    types = [int(np.argmax(c["cls_p"][1:])) for c in comps]
+    pairs = []
+    for i, a in enumerate(comps):
+        if types[i] not in both_endplates:
+            continue
+        for j in range(i + 1, len(comps)):
+            if types[j] != types[i]:
+                continue
+            ca, cb = np.asarray(a["centroid"]), np.asarray(comps[j]["centroid"])
+            d = (ca - cb) * spacing
+            gap, offset = abs(float(d[0])), float(np.hypot(d[1], d[2]))
+            if offset > PAIR_OFFSET_MM or not PAIR_GAP_MIN_MM <= gap <= PAIR_GAP_MAX_MM:
+                continue
+            mid = np.floor((ca + cb) / 2 + 0.5).astype(int)
+            around = np.ix_(*[np.clip(np.arange(m - 1, m + 2), 0, n - 1)
+                              for m, n in zip(mid, hu.shape)])
+            if float(np.mean(hu[around], dtype=np.float64)) >= DISC_HU:
+                continue
+            pairs.append((float(np.hypot(gap, offset)), i, j))
+    out, paired = [], set()
+    for _, i, j in sorted(pairs):
+        if i in paired or j in paired:
+            continue
+        paired |= {i, j}
+        out.append((j, i) if comps[j]["cls_p"][0] < comps[i]["cls_p"][0] else (i, j))
+    return out
+
+
 def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic,
-                 classifier=None, crop_voxels=32, min_lesion_probability=0.5, stats=None):
+                 classifier=None, crop_voxels=32, min_lesion_probability=0.5, stats=None,
+                 both_endplates=()):
     """Lesions as the node finds them: list of dicts (type index 1..K,
     probability, voxel count, centroid voxel, mask indices) and the patient
     score (noisy-OR of probability x metastatic share). With CLASSIFIER
@@ -297,8 +338,9 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
     centroid; it is kept when its lesion probability reaches
     MIN_LESION_PROBABILITY, and the classifier gives its type and
-    probability ("classifier" in lesion_call), as inference/bone.c does.
-    STATS, a dict, gets the count of "candidates" (the node's
+    probability ("classifier" in lesion_call), as inference/bone.c does;
+    the two bands of a lesion of a BOTH_ENDPLATES class (endplate_pairs)
+    become one. STATS, a dict, gets the count of "candidates" (the node's
     timings.candidates when there is a classifier)."""
     comps = components(fg, cls, region, threshold)
     min_vox = min_volume_mm3 / spacing ** 3
@@ -312,6 +354,17 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
         for c, q in zip(comps, p):
             c["cls_p"] = q.tolist()
         comps = [c for c in comps if 1.0 - c["cls_p"][0] >= min_lesion_probability]
+        for i, j in endplate_pairs(comps, hu, spacing, both_endplates):
+            a, b = comps[i], comps[j]
+            n = a["voxels"] + b["voxels"]
+            a["centroid"] = [(u * a["voxels"] + v * b["voxels"]) / n
+                             for u, v in zip(a["centroid"], b["centroid"])]
+            a["fg_mean"] = (a["fg_mean"] * a["voxels"] + b["fg_mean"] * b["voxels"]) / n
+            a["seg_sums"] = (np.asarray(a["seg_sums"]) + np.asarray(b["seg_sums"])).tolist()
+            a["mask"] = tuple(np.concatenate([u, v]) for u, v in zip(a["mask"], b["mask"]))
+            a["voxels"] = n
+            b["voxels"] = 0
+        comps = [c for c in comps if c["voxels"] > 0]
         typing = "classifier"
     out = []
     none = 1.0

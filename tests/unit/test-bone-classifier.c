@@ -4,8 +4,9 @@
  * answers from the HU at the centre of its crop (1000: a bone island,
  * 1500: a metastasis, 2000: not a lesion). Ten cubes of those densities
  * show candidates dropped, retyped and kept, across two classifier
- * batches; a manifest without a classifier gives the segmentation's
- * findings as before; a classifier that cannot be loaded makes the model
+ * batches; the two bands of an endplate lesion make one finding; a
+ * manifest without a classifier gives the segmentation's findings as
+ * before; a classifier that cannot be loaded makes the model
  * unavailable. */
 #include <math.h>
 #include <stdio.h>
@@ -76,8 +77,10 @@ static int make_models(void)
 }
 
 /* manifest.json in the test's directory; CLASSIFIER is the JSON of the
- * "classifier" member, or NULL for none. */
-static int write_manifest(const char *classifier, char *path, size_t len)
+ * "classifier" member, or NULL for none; ISLAND more members of the
+ * bone_island class. */
+static int write_manifest_with(const char *classifier, const char *island, char *path,
+                               size_t len)
 {
     snprintf(path, len, "%s/manifest.json", test_tmpdir());
     FILE *f = fopen(path, "w");
@@ -92,13 +95,18 @@ static int write_manifest(const char *classifier, char *path, size_t len)
         " \"bone_margin_mm\": 3},"
         " \"classes\": [{\"name\": \"osteolytic_metastasis\", \"metastatic\": true,"
         " \"code\": {\"scheme\": \"SCT\", \"value\": \"14799000\", \"meaning\": \"m\"}},"
-        " {\"name\": \"bone_island\", \"metastatic\": false,"
+        " {\"name\": \"bone_island\", \"metastatic\": false%s,"
         " \"code\": {\"scheme\": \"99VIGIL\", \"value\": \"VG-BI\", \"meaning\": \"b\"}}],"
         " \"postprocess\": {\"lesion_threshold\": 0.5, \"min_volume_mm3\": 10},"
         " \"operating_threshold\": 0.5%s%s}\n",
-        classifier ? ", \"classifier\": " : "", classifier ? classifier : "");
+        island, classifier ? ", \"classifier\": " : "", classifier ? classifier : "");
     fclose(f);
     return 0;
+}
+
+static int write_manifest(const char *classifier, char *path, size_t len)
+{
+    return write_manifest_with(classifier, "", path, len);
 }
 
 /* A 1.5 mm volume of water with the first N cubes: 800 HU with the
@@ -134,27 +142,36 @@ static int cube_of(const vg_finding_t *f)
     return -1;
 }
 
-static int analyse(const char *manifest, int use_classifier, int cubes, vg_result_t *r,
-                   char *err, size_t errlen)
+/* Analyses VOL (its hu freed here) as MANIFEST says, into R; T gets the
+ * timings. */
+static int analyse_volume(const char *manifest, int use_classifier, vg_volume_t *vol,
+                          vg_result_t *r, vg_bone_timings_t *t, char *err, size_t errlen)
 {
     vg_manifest_t man;
     vg_model_t *seg = NULL, *cls = NULL;
-    vg_volume_t vol;
-    vg_bone_timings_t t;
     int rc = vg_manifest_load(manifest, &man, err, errlen);
     if (rc == 0)
         rc = vg_model_load(man.model_path, "cpu", &seg, err, errlen);
     if (rc == 0 && use_classifier)
         rc = vg_model_load(man.classifier_path, "cpu", &cls, err, errlen);
     memset(r, 0, sizeof *r);
-    make_volume(&vol, cubes);
     if (rc == 0)
-        rc = vg_bone_analyse(seg, cls, &man, &vol, r, &t, err, errlen);
-    if (rc == 0 && use_classifier && t.candidates != cubes)
-        rc = -1000 - t.candidates;
-    free(vol.hu);
+        rc = vg_bone_analyse(seg, cls, &man, vol, r, t, err, errlen);
+    free(vol->hu);
     vg_model_destroy(seg);
     vg_model_destroy(cls);
+    return rc;
+}
+
+static int analyse(const char *manifest, int use_classifier, int cubes, vg_result_t *r,
+                   char *err, size_t errlen)
+{
+    vg_volume_t vol;
+    vg_bone_timings_t t;
+    make_volume(&vol, cubes);
+    int rc = analyse_volume(manifest, use_classifier, &vol, r, &t, err, errlen);
+    if (rc == 0 && use_classifier && t.candidates != cubes)
+        rc = -1000 - t.candidates;
     return rc;
 }
 
@@ -291,6 +308,80 @@ TEST_IMPL(bone_classifier_manifest)
         ASSERT_EQ(vg_manifest_load(path, &man, err, sizeof err), VG_EINVAL_CFG);
         ASSERT_STR_CONTAINS(err, "classifier");
     }
+    return 0;
+}
+
+/* Sets the 3^3 cube at (X, Y, Z) of V to 800 HU, CENTRE at its centre. */
+static void put_cube(vg_volume_t *v, int x, int y, int z, float centre)
+{
+    for (int k = z - 1; k <= z + 1; k++)
+        for (int j = y - 1; j <= y + 1; j++)
+            for (int i = x - 1; i <= x + 1; i++)
+                v->hu[((size_t)k * NY + j) * NX + i] =
+                    i == x && j == y && k == z ? centre : 800.0f;
+}
+
+/* The two bands of one lesion of a both_endplates class (here the bone
+ * island) become one finding when they lie one above the other with a
+ * disc (water) between them; not with bone between them, not when they
+ * are offset across the body's axis, not for a type without the flag. */
+TEST_IMPL(bone_classifier_merges_endplate_pairs)
+{
+    char path[512], err[512];
+    if (no_torch())
+        return 0;
+    ASSERT_EQ(make_models(), 0);
+    const char *cls = "{\"model\": \"cls.pt\", \"crop_voxels\": 16,"
+                      " \"min_lesion_probability\": 0.5}";
+    ASSERT_EQ(write_manifest_with(cls, ", \"both_endplates\": true", path, sizeof path), 0);
+    vg_volume_t vol;
+    make_volume(&vol, 0);
+    /* 10 voxels (15 mm) apart along z: a pair over water at x = 6 ... */
+    put_cube(&vol, 6, 6, 4, 1000), put_cube(&vol, 6, 6, 14, 1000);
+    /* ... with cancellous bone (300 HU: no candidate) between at x = 18 ... */
+    put_cube(&vol, 18, 6, 4, 1000), put_cube(&vol, 18, 6, 14, 1000);
+    for (int z = 6; z <= 12; z++)
+        for (int y = 5; y <= 7; y++)
+            for (int x = 17; x <= 19; x++)
+                vol.hu[((size_t)z * NY + y) * NX + x] = 300.0f;
+    /* ... offset 8 voxels (12 mm) in y at x = 30, and metastases at x = 40. */
+    put_cube(&vol, 30, 5, 4, 1000), put_cube(&vol, 30, 13, 14, 1000);
+    put_cube(&vol, 40, 17, 4, 1500), put_cube(&vol, 40, 17, 14, 1500);
+    vg_result_t r;
+    vg_bone_timings_t t;
+    ASSERT_EQ(analyse_volume(path, 1, &vol, &r, &t, err, sizeof err), 0);
+    ASSERT_EQ(t.candidates, 8);
+    ASSERT_EQ(r.n_findings, 7);
+    int merged = 0;
+    for (int i = 0; i < r.n_findings; i++) {
+        const vg_finding_t *f = &r.findings[i];
+        if (fabs(f->centroid_mm[0] - 1.5 * 6) > 0.1) {
+            ASSERT_DBL_NEAR(f->volume_mm3, 27 * 1.5 * 1.5 * 1.5, 1e-6);
+            continue;
+        }
+        merged++;
+        ASSERT_STR_EQ(f->type, "bone_island");
+        ASSERT_DBL_NEAR(f->probability, 0.9, 1e-5);
+        ASSERT_DBL_NEAR(f->volume_mm3, 54 * 1.5 * 1.5 * 1.5, 1e-6);
+        ASSERT_DBL_NEAR(f->centroid_mm[2], 1.5 * 9, 1e-6);
+        ASSERT_DBL_NEAR(f->bbox_mm[0][2], 1.5 * 2.5, 1e-6);
+        ASSERT_DBL_NEAR(f->bbox_mm[1][2], 1.5 * 15.5, 1e-6);
+        /* The mask holds both bands and nothing between them. */
+        int set = 0;
+        for (size_t b = 0; b < f->mask_bytes * 8; b++)
+            set += (f->mask[b >> 3] >> (b & 7)) & 1;
+        ASSERT_EQ(set, 54);
+        ASSERT_EQ(f->mask_box[5], 13);
+    }
+    ASSERT_EQ(merged, 1);
+    vg_result_clear(&r);
+    /* Without the flag the pair stays two findings. */
+    ASSERT_EQ(write_manifest(cls, path, sizeof path), 0);
+    make_volume(&vol, 0);
+    put_cube(&vol, 6, 6, 4, 1000), put_cube(&vol, 6, 6, 14, 1000);
+    ASSERT_EQ(analyse_volume(path, 1, &vol, &r, &t, err, sizeof err), 0);
+    ASSERT_EQ(r.n_findings, 2);
+    vg_result_clear(&r);
     return 0;
 }
 
