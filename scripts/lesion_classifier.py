@@ -145,7 +145,7 @@ class Ensemble(nn.Module):
     alike on different phantoms and seeds ([B, 1, C, C, C] HU -> [B, K+1],
     as one LesionClassifier, so the node loads it as one). Each member
     costs its own forward. scripts/train-bone-classifier --members builds
-    and validates one; the pair tried for 0.5.0 typed better than its
+    and validates one; the pair tried with 0.4.0 typed better than its
     first member alone but made more false positives on held-out phantoms
     (that script's docstring has the figures)."""
 
