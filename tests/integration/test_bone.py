@@ -202,7 +202,8 @@ def test_committed_classifier_averages_its_mirror_images():
     network's probabilities on the crop and on the crop mirrored left-right
     and head-feet, in the one TorchScript file the node loads. Its network
     alone answers differently for the mirror images, so the mean is not
-    the network's answer."""
+    the network's answer. A crop's answer does not depend on the crops
+    the node sends with it in one batch."""
     import torch
     man = json.loads(MANIFEST.read_text())
     assert man["classifier"]["flips"] is True
@@ -213,8 +214,10 @@ def test_committed_classifier_averages_its_mirror_images():
     with torch.no_grad():
         p = model(hu)
         views = [model.model(hu), model.model(hu.flip([4])), model.model(hu.flip([2]))]
+        alone = model(hu[1:2])
     assert tuple(p.shape) == (4, 1 + len(man["classes"]))
     assert torch.allclose(p, sum(views) / 3, atol=1e-6)
+    assert torch.allclose(alone, p[1:2], atol=1e-6)
     assert torch.allclose(p.sum(dim=1), torch.ones(4), atol=1e-5)
     assert (views[0] - views[1]).abs().max() > 1e-3
     assert (views[0] - views[2]).abs().max() > 1e-3
