@@ -5,7 +5,9 @@
  * optional classifier sees a crop_voxels cube of the same grid centred on
  * each candidate, filled as the windows are: voxel round(centroid) at
  * index crop_voxels / 2, as scripts/lesion_classifier.py crops in
- * training. */
+ * training; with the manifest's candidate_channel, a second channel holds
+ * the foreground probability on the candidate's own voxels and 0
+ * elsewhere, beyond the grid included (lesion_classifier.candidate_crop). */
 #include "inference/bone.h"
 
 #include <errno.h>
@@ -305,29 +307,57 @@ static double make_finding(const work_t *w, const int32_t *labels, int id, const
     return total > 0 ? metastatic / total : 0;
 }
 
-/* Runs CLS on the crop around each of the N candidates IDS, CLS_BATCH
- * crops per forward, into PROBS (N x (K + 1), the caller's). A batch of
- * one is sent twice over: libtorch 1.13 runs a single 3D input through a
- * convolution ten times slower than two. Returns 0, VG_EMODEL with err
- * filled, or -ENOMEM. */
-static int classify(vg_model_t *cls, const work_t *w, const comp_t *comps, const int *ids, int n,
-                    float *probs, char *err, size_t len)
+/* Copies the foreground of component ID of LABELS that falls in the cube
+ * of edge C whose first voxel is O (x, y, z) into DST, 0 elsewhere. */
+static void fill_candidate(const work_t *w, const int32_t *labels, int id, const int o[3], int C,
+                           float *dst)
 {
-    int C = w->man->crop_voxels, K1 = w->k + 1, rc = 0;
+    const vg_grid_t *g = &w->g;
+    memset(dst, 0, sizeof(float) * (size_t)C * C * C);
+    for (int z = 0; z < C; z++) {
+        int Z = o[2] + z;
+        for (int y = 0; Z >= 0 && Z < g->nz && y < C; y++) {
+            int Y = o[1] + y;
+            if (Y < 0 || Y >= g->ny)
+                continue;
+            size_t row = ((size_t)Z * g->ny + Y) * g->nx;
+            float *out = dst + ((size_t)z * C + y) * C;
+            for (int x = 0; x < C; x++) {
+                int X = o[0] + x;
+                if (X >= 0 && X < g->nx && labels[row + X] == id)
+                    out[x] = w->fg[row + X];
+            }
+        }
+    }
+}
+
+/* Runs CLS on the crop around each of the N candidates IDS (components
+ * of LABELS), CLS_BATCH crops per forward, into PROBS (N x (K + 1), the
+ * caller's). A batch of one is sent twice over: libtorch 1.13 runs a
+ * single 3D input through a convolution ten times slower than two.
+ * Returns 0, VG_EMODEL with err filled, or -ENOMEM. */
+static int classify(vg_model_t *cls, const work_t *w, const int32_t *labels, const comp_t *comps,
+                    const int *ids, int n, float *probs, char *err, size_t len)
+{
+    int C = w->man->crop_voxels, K1 = w->k + 1, ch = 1 + w->man->candidate_channel, rc = 0;
     size_t vol = (size_t)C * C * C;
-    float *in = malloc(sizeof(float) * CLS_BATCH * vol);
+    float *in = malloc(sizeof(float) * CLS_BATCH * ch * vol);
     if (!in)
         return -ENOMEM;
     for (int i0 = 0; rc == 0 && i0 < n; i0 += CLS_BATCH) {
         int b = n - i0 < CLS_BATCH ? n - i0 : CLS_BATCH, sent = b < 2 ? 2 : b;
         for (int j = 0; j < sent; j++) {
-            const comp_t *c = &comps[ids[i0 + (j < b ? j : 0)]];
+            int id = ids[i0 + (j < b ? j : 0)];
+            const comp_t *c = &comps[id];
             int o[3];
             for (int a = 0; a < 3; a++)
                 o[a] = (int)floor(c->sum_pos[a] / (double)c->count + 0.5) - C / 2;
-            fill_window(w, o[0], o[1], o[2], C, in + (size_t)j * vol);
+            float *dst = in + (size_t)j * ch * vol;
+            fill_window(w, o[0], o[1], o[2], C, dst);
+            if (ch > 1)
+                fill_candidate(w, labels, id, o, C, dst + vol);
         }
-        vg_tensor_t t = {in, {sent, 1, C, C, C}, 5}, out[2];
+        vg_tensor_t t = {in, {sent, ch, C, C, C}, 5}, out[2];
         int n_out = 0;
         rc = vg_model_forward(cls, &t, 1, out, 2, &n_out, err, len);
         if (rc < 0)
@@ -355,8 +385,8 @@ static int by_probability(const void *a, const void *b)
  * of at least min_volume_mm3, as IDS (owned by the caller); with CLS,
  * their class probabilities into *PROBS (owned by the caller). Returns the
  * count of candidates, or VG_EMODEL / -ENOMEM with err filled. */
-static int candidates(work_t *w, vg_model_t *cls, const comp_t *comps, int n, int **ids,
-                      float **probs, char *err, size_t len)
+static int candidates(work_t *w, vg_model_t *cls, const int32_t *labels, const comp_t *comps,
+                      int n, int **ids, float **probs, char *err, size_t len)
 {
     double min_vox = w->man->min_volume_mm3 / pow(w->g.spacing, 3);
     int nc = 0;
@@ -372,7 +402,7 @@ static int candidates(work_t *w, vg_model_t *cls, const comp_t *comps, int n, in
     *probs = malloc(sizeof **probs * (size_t)nc * (w->k + 1));
     if (!*probs)
         return -ENOMEM;
-    int rc = classify(cls, w, comps, *ids, nc, *probs, err, len);
+    int rc = classify(cls, w, labels, comps, *ids, nc, *probs, err, len);
     return rc < 0 ? rc : nc;
 }
 
@@ -543,7 +573,7 @@ static int find_lesions(work_t *w, vg_model_t *cls, vg_result_t *res, vg_bone_ti
     int *ids = NULL;
     float *probs = NULL;
     double t0 = seconds();
-    int nc = candidates(w, cls, comps, n, &ids, &probs, err, len);
+    int nc = candidates(w, cls, labels, comps, n, &ids, &probs, err, len);
     t->classify_s = cls ? seconds() - t0 : 0;
     t->candidates = cls && nc > 0 ? nc : 0;
     res->findings = nc >= 0 ? calloc(MAX_FINDINGS, sizeof *res->findings) : NULL;

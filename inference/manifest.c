@@ -155,6 +155,12 @@ static int read_classifier(const cJSON *root, vg_manifest_t *m, char *file, size
         return VG_EINVAL_CFG;
     }
     m->crop_voxels = (int)crop;
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(c, "candidate_channel");
+    if (cc && !cJSON_IsBool(cc)) {
+        snprintf(err, errlen, "classifier: candidate_channel must be true or false");
+        return VG_EINVAL_CFG;
+    }
+    m->candidate_channel = cJSON_IsTrue(cc);
     if (get_num(c, "operating_threshold", &op) == 0)
         m->operating_threshold = op;
     if (get_num(c, "min_volume_mm3", &op) == 0)

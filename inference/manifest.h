@@ -74,6 +74,8 @@ typedef struct vg_manifest {
     /* The optional per-lesion classifier ("classifier" in the JSON). */
     char classifier_path[4096]; /* absolute path of its TorchScript; "" none */
     int crop_voxels;            /* edge of the HU cube around a candidate */
+    int candidate_channel;      /* 1: the crop's second channel is the
+                                   candidate's foreground, 0 elsewhere */
     double min_lesion_probability; /* candidates below it are dropped */
     /* Breast risk ("breast_risk"): sizes are rows, columns. */
     int mg_size[2];             /* each mammogram's input size */

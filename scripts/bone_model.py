@@ -281,6 +281,7 @@ def load_classifier(manifest_path):
     path = os.path.join(os.path.dirname(os.path.abspath(manifest_path)), c["model"])
     post = man["postprocess"]
     return {"model": torch.jit.load(path), "crop_voxels": int(c["crop_voxels"]),
+            "candidate_channel": bool(c.get("candidate_channel", False)),
             "min_lesion_probability": float(c["min_lesion_probability"]),
             "lesion_threshold": float(c.get("lesion_threshold", post["lesion_threshold"])),
             "min_volume_mm3": float(c.get("min_volume_mm3", post["min_volume_mm3"])),
@@ -330,13 +331,14 @@ def endplate_pairs(comps, hu, spacing, both_endplates):
 
 def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic,
                  classifier=None, crop_voxels=32, min_lesion_probability=0.5, stats=None,
-                 both_endplates=()):
+                 both_endplates=(), candidate_channel=False):
     """Lesions as the node finds them: list of dicts (type index 1..K,
     probability, voxel count, centroid voxel, mask indices) and the patient
     score (noisy-OR of probability x metastatic share). With CLASSIFIER
     (the second stage, lesion_classifier.py) each component of at least
     min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
-    centroid; it is kept when its lesion probability reaches
+    centroid (with CANDIDATE_CHANNEL, and the component's foreground:
+    lesion_classifier.candidate_crop); it is kept when its lesion probability reaches
     MIN_LESION_PROBABILITY, and the classifier gives its type and
     probability ("classifier" in lesion_call), as inference/bone.c does;
     the two bands of a lesion of a BOTH_ENDPLATES class (endplate_pairs)
@@ -350,7 +352,9 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     typing = "segmentation"
     if classifier is not None:
         import lesion_classifier as lc
-        p = lc.classify(classifier, hu, [c["centroid"] for c in comps], crop_voxels)
+        channel = [(c["mask"], fg[c["mask"]]) for c in comps] if candidate_channel else None
+        p = lc.classify(classifier, hu, [c["centroid"] for c in comps], crop_voxels,
+                        candidates=channel)
         for c, q in zip(comps, p):
             c["cls_p"] = q.tolist()
         comps = [c for c in comps if 1.0 - c["cls_p"][0] >= min_lesion_probability]

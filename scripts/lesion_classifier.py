@@ -66,13 +66,13 @@ class LesionClassifier(nn.Module):
     __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale"]
 
     def __init__(self, n_classes: int = 8, ch=CHANNELS, hidden: int = HIDDEN,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, candidate_channel: bool = False):
         super().__init__()
         self.hu_lo, self.hu_hi = HU_LO, HU_HI
         self.soft_center, self.soft_width = SOFT_CENTER, SOFT_WIDTH
         self.bone_scale = BONE_SCALE
         c0, c1, c2, c3 = ch
-        self.stem = conv_bn(2, c0)
+        self.stem = conv_bn(3 if candidate_channel else 2, c0)
         self.b1 = nn.Sequential(conv_bn(c0, c1), conv_bn(c1, c1))
         self.b2 = conv_bn(c1, c2)
         self.b3 = conv_bn(c2, c3)
@@ -80,11 +80,11 @@ class LesionClassifier(nn.Module):
         self.fc1 = nn.Linear(c1 + c2 + 3 * c3, hidden)
         self.fc2 = nn.Linear(hidden, n_classes + 1)
 
-    def logits(self, hu: torch.Tensor) -> torch.Tensor:
-        hu = hu.clamp(self.hu_lo, self.hu_hi)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        hu = x[:, :1].clamp(self.hu_lo, self.hu_hi)
         soft = ((hu - self.soft_center) / self.soft_width).clamp(-1.5, 1.5)
         bone = hu / self.bone_scale
-        h = self.stem(torch.cat([soft, bone], dim=1))
+        h = self.stem(torch.cat([soft, bone, x[:, 1:]], dim=1))
         h = self.b1(F.avg_pool3d(h, 2))
         h8 = self.b2(F.avg_pool3d(h, 2))
         h4 = self.b3(F.avg_pool3d(h8, 2))
@@ -100,8 +100,22 @@ class LesionClassifier(nn.Module):
         f = torch.cat([c16, c8, c4, g, m], dim=1)
         return self.fc2(self.drop(F.relu(self.fc1(f))))
 
-    def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(hu), dim=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x), dim=1)
+
+
+def widen(model, state):
+    """Loads STATE, the weights of a classifier without the candidate
+    channel, into MODEL, one with it: the stem's weights for the new
+    channel start at zero, so MODEL starts out answering as that
+    classifier did, whatever the channel holds."""
+    state = dict(state)
+    w = state["stem.0.weight"]
+    extra = model.stem[0].weight.shape[1] - w.shape[1]
+    if extra > 0:
+        state["stem.0.weight"] = torch.cat([w, w.new_zeros((w.shape[0], extra) + w.shape[2:])], 1)
+    model.load_state_dict(state)
+    return model
 
 
 def crop_origin(centroid, size=CROP):
@@ -129,13 +143,36 @@ def crop(hu, centroid, size=CROP):
     return out
 
 
-def classify(model, hu, centroids, size=CROP, batch=8):
+def candidate_crop(shape, vox, values, centroid, size=CROP):
+    """The candidate channel of the crop centred on CENTROID: VALUES (the
+    segmentation's foreground probability) at the candidate's voxels VOX
+    (index tuple z y x into a grid of SHAPE), 0 elsewhere, and 0 beyond
+    the grid on every side (no slice is repeated: the candidate ends
+    where the scan does)."""
+    out = np.zeros((size,) * 3, np.float32)
+    lo = np.array(crop_origin(centroid, size))
+    local = np.stack(vox, axis=1) - lo
+    keep = np.all((local >= 0) & (local < size), axis=1)
+    local = local[keep]
+    out[local[:, 0], local[:, 1], local[:, 2]] = np.asarray(values, np.float32)[keep]
+    return out
+
+
+def classify(model, hu, centroids, size=CROP, batch=8, candidates=None):
     """Class probabilities [N, K+1] of the candidates centred on CENTROIDS
-    (voxel z y x), BATCH crops per forward, as the node runs them."""
+    (voxel z y x), BATCH crops per forward, as the node runs them. With
+    CANDIDATES, a (voxel index tuple, foreground values) pair for each, a
+    classifier with the candidate channel gets each crop's HU and its
+    candidate's foreground (candidate_crop)."""
     probs = []
     with torch.no_grad():
         for i in range(0, len(centroids), batch):
-            x = np.stack([crop(hu, c, size) for c in centroids[i:i + batch]])[:, None]
+            cs = centroids[i:i + batch]
+            x = np.stack([crop(hu, c, size) for c in cs])[:, None]
+            if candidates is not None:
+                m = np.stack([candidate_crop(hu.shape, v, f, c, size)
+                              for (v, f), c in zip(candidates[i:i + batch], cs)])[:, None]
+                x = np.concatenate([x, m], axis=1)
             probs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
 

@@ -169,6 +169,35 @@ def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path):
     assert abs(node["patient_score"] - py["patient_score"]) < 1e-3
 
 
+def classifier_input(rng, n, classifier):
+    """N random crops as the node sends them to CLASSIFIER (the manifest's
+    "classifier"): HU, and the candidate's foreground where it has the
+    candidate channel."""
+    import torch
+    x = [rng.normal(300, 400, (n, 1, 32, 32, 32))]
+    if classifier.get("candidate_channel"):
+        x.append(rng.uniform(0.3, 1, (n, 1, 32, 32, 32)) * (rng.random((n, 1, 32, 32, 32)) < 0.05))
+    return torch.from_numpy(np.concatenate(x, axis=1).astype(np.float32))
+
+
+def test_widened_classifier_starts_as_its_hu_only_network():
+    """A classifier with the candidate channel starts from a trained
+    HU-only one (lesion_classifier.widen): the new channel's weights start
+    at zero, so it answers as that network did, whatever the channel
+    holds, until training teaches it the channel."""
+    import torch
+    lc = vigil.load_module("lesion_classifier.py")
+    torch.manual_seed(4)
+    hu_only = lc.LesionClassifier().eval()
+    wide = lc.widen(lc.LesionClassifier(candidate_channel=True), hu_only.state_dict()).eval()
+    rng = np.random.default_rng(6)
+    x = classifier_input(rng, 3, {"candidate_channel": True})
+    with torch.no_grad():
+        assert torch.allclose(wide(x), hu_only(x[:, :1]), atol=1e-6)
+        wide.stem[0].weight[:, 2].fill_(1.0)
+        assert not torch.allclose(wide(x), hu_only(x[:, :1]), atol=1e-5)
+
+
 @pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
 def test_classifier_ensemble_is_the_mean_of_its_members(tmp_path):
     """scripts/train-bone-classifier --members exports an ensemble of
@@ -181,12 +210,13 @@ def test_classifier_ensemble_is_the_mean_of_its_members(tmp_path):
     man = json.loads(MANIFEST.read_text())
     committed = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
     torch.manual_seed(3)
-    other = torch.jit.script(lc.LesionClassifier().eval())
+    other = torch.jit.script(lc.LesionClassifier(
+        candidate_channel=bool(man["classifier"].get("candidate_channel"))).eval())
     path = tmp_path / "ensemble.pt"
     torch.jit.script(lc.Ensemble([committed, other])).save(str(path))
     model = torch.jit.load(str(path))
     rng = np.random.default_rng(5)
-    hu = torch.from_numpy(rng.normal(300, 400, (3, 1, 32, 32, 32)).astype(np.float32))
+    hu = classifier_input(rng, 3, man["classifier"])
     with torch.no_grad():
         p = model(hu)
         each = [committed(hu), other(hu)]
@@ -210,7 +240,7 @@ def test_committed_classifier_averages_its_mirror_images():
     model = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
     assert list(model.dims) == [4, 2]
     rng = np.random.default_rng(7)
-    hu = torch.from_numpy(rng.normal(300, 400, (4, 1, 32, 32, 32)).astype(np.float32))
+    hu = classifier_input(rng, 4, man["classifier"])
     with torch.no_grad():
         p = model(hu)
         views = [model.model(hu), model.model(hu.flip([4])), model.model(hu.flip([2]))]

@@ -45,8 +45,10 @@ static int run_python(const char *body)
     return system(cmd);
 }
 
-/* seg.pt, cls.pt (the centre-HU classifier) and bad.pt (a classifier of
- * the wrong output shape) in the test's directory. */
+/* seg.pt, cls.pt (the centre-HU classifier), chan.pt (a classifier whose
+ * lesion probability is the sum of its candidate channel / 100, where
+ * the centre is dense) and bad.pt (a classifier of the wrong output
+ * shape) in the test's directory. */
 static int make_models(void)
 {
     char body[3000];
@@ -65,12 +67,18 @@ static int make_models(void)
         "        meta = torch.tensor([[0.3, 0.6, 0.1]])\n"
         "        none = torch.tensor([[0.9, 0.05, 0.05]])\n"
         "        return torch.where(v > 1750, none, torch.where(v > 1250, meta, island))\n"
+        "class Chan(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        c = x.shape[2] // 2\n"
+        "        a = x[:, 1].sum(dim=(1, 2, 3)) / 100 * (x[:, 0, c, c, c] > 900).float()\n"
+        "        return torch.stack([1 - a, a, torch.zeros_like(a)], dim=1)\n"
         "class Bad(torch.nn.Module):\n"
         "    def forward(self, x):\n"
         "        return x[:, 0, 0, 0, :2]\n"
         "d = '%s'\n"
         "torch.jit.script(Seg()).save(d + '/seg.pt')\n"
         "torch.jit.script(Cls()).save(d + '/cls.pt')\n"
+        "torch.jit.script(Chan()).save(d + '/chan.pt')\n"
         "torch.jit.script(Bad()).save(d + '/bad.pt')\n",
         test_tmpdir());
     return run_python(body);
@@ -229,6 +237,48 @@ TEST_IMPL(bone_classifier_drops_and_retypes)
     ASSERT_EQ(r.n_findings, 0);
     ASSERT_DBL_NEAR(r.patient_score, 0, 1e-9);
     vg_result_clear(&r);
+    return 0;
+}
+
+/* With candidate_channel the classifier's second channel holds the
+ * candidate's own foreground (27 voxels at 0.95), not that of the cubes
+ * beside it in the crop (8 voxels apart, so within a 16-voxel crop), nor
+ * anything beyond the grid for the cubes at its edge. */
+TEST_IMPL(bone_classifier_sees_its_candidate)
+{
+    char path[512], err[512];
+    if (no_torch())
+        return 0;
+    ASSERT_EQ(make_models(), 0);
+    ASSERT_EQ(write_manifest("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
+                             " \"candidate_channel\": true, \"min_lesion_probability\": 0.1}",
+                             path, sizeof path),
+              0);
+    vg_result_t r;
+    ASSERT_EQ(analyse(path, 1, NCUBES, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.n_findings, NCUBES);
+    for (int i = 0; i < r.n_findings; i++) {
+        ASSERT(cube_of(&r.findings[i]) >= 0);
+        ASSERT_DBL_NEAR(r.findings[i].probability, 27 * 0.95 / 100, 1e-5);
+    }
+    vg_result_clear(&r);
+    /* Without the flag the crop has one channel, which this model cannot
+     * take: the analysis fails with the runtime's message. */
+    ASSERT_EQ(write_manifest("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
+                             " \"min_lesion_probability\": 0.1}",
+                             path, sizeof path),
+              0);
+    ASSERT_EQ(analyse(path, 1, NCUBES, &r, err, sizeof err), VG_EMODEL);
+    ASSERT(err[0] != 0);
+    vg_result_clear(&r);
+    /* The flag is a JSON boolean. */
+    ASSERT_EQ(write_manifest("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
+                             " \"candidate_channel\": 1, \"min_lesion_probability\": 0.1}",
+                             path, sizeof path),
+              0);
+    vg_manifest_t man;
+    ASSERT_EQ(vg_manifest_load(path, &man, err, sizeof err), VG_EINVAL_CFG);
+    ASSERT(strstr(err, "candidate_channel") != NULL);
     return 0;
 }
 
