@@ -16,11 +16,15 @@ columns, as the node fills the segmentation's windows). The network windows HU i
 passes HU unchanged. Output [B, 9]: softmax over 0 = not a lesion, then the
 8 types in phantom_ct.LESION_TYPES order.
 
-Only HU, no stage-1 probability channel: training on HU alone needs no
-segmentation run per training case (phantoms are cheap, sliding-window
-inference is not). Its negatives include the segmentation's own false
-candidates on a few phantoms (scripts/train-bone-classifier), so it is
-retrained whenever the segmentation is.
+Only HU by default: training on HU alone needs no segmentation run per
+training case (phantoms are cheap, sliding-window inference is not). Its
+negatives include the segmentation's own false candidates on a few
+phantoms (scripts/train-bone-classifier), so it is retrained whenever
+the segmentation is. With candidate_channel the input is [B, 2, C, C, C]:
+HU and the segmentation's foreground on the judged candidate's voxels, 0
+elsewhere (candidate_crop; the manifest's "candidate_channel" tells the
+node to send it). Trained from model 0.6.0's network, it did no better
+(scripts/train-bone-classifier's docstring has the figures).
 
 Shape: a full-resolution stem (small lesions are 3-16 voxels), three
 poolings to 4^3, then features of the centre (at 16^3, 8^3 and 4^3: 6, 12
@@ -60,8 +64,9 @@ def conv_bn(cin, cout):
 
 
 class LesionClassifier(nn.Module):
-    """[B, 1, C, C, C] HU (C a multiple of 8, at least 16) -> [B, K+1]
-    probabilities, class 0 = not a lesion."""
+    """[B, 1, C, C, C] HU (C a multiple of 8, at least 16), or with
+    CANDIDATE_CHANNEL [B, 2, C, C, C] HU and the candidate's foreground,
+    -> [B, K+1] probabilities, class 0 = not a lesion."""
 
     __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale"]
 

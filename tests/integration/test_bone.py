@@ -138,22 +138,47 @@ def test_matching_a_region_over_several_lesions_finds_none_of_them():
 
 
 @pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
-def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path):
+def candidate_channel_manifest(tmp_path):
+    """A copy of the committed model whose classifier has the candidate
+    channel: the committed network widened (lesion_classifier.widen), its
+    weights for the channel those of its bone channel, so that what the
+    channel holds changes the answers."""
+    import torch
+    lc = vigil.load_module("lesion_classifier.py")
+    man = json.loads(MANIFEST.read_text())
+    committed = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
+    wide = lc.widen(lc.LesionClassifier(candidate_channel=True), committed.model.state_dict())
+    with torch.no_grad():
+        wide.stem[0].weight[:, 2] = wide.stem[0].weight[:, 1]
+    d = tmp_path / "model"
+    d.mkdir()
+    torch.jit.script(lc.Flips(wide.eval()).eval()).save(str(d / man["classifier"]["model"]))
+    (d / man["model"]).symlink_to(MANIFEST.parent / man["model"])
+    man["classifier"]["candidate_channel"] = True
+    (d / "manifest.json").write_text(json.dumps(man))
+    return d / "manifest.json"
+
+
+@pytest.mark.parametrize("classifier", ["committed", "candidate_channel"])
+def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path, classifier):
     """scripts/bench-bone compares the node with the same model in Python;
     that comparison (and training, which resamples the same way) means
     something only if both make the same grid, the same candidates and the
     same findings. vigil-worker --analyse runs a phantom series as a
-    worker runs a job; the Python pipeline runs the same files."""
+    worker runs a job; the Python pipeline runs the same files. With a
+    classifier that has the candidate channel, both also give it the same
+    second channel."""
     import subprocess
     ph = phantom_module()
     seed, types = CASES[1]
     make_case(ph, seed, types, tmp_path)
     dicom = tmp_path / "dicom"
+    manifest = MANIFEST if classifier == "committed" else candidate_channel_manifest(tmp_path)
     out = subprocess.run([str(vigil.REPO / "build" / "vigil-worker"), "--analyse", str(dicom),
-                          "--manifest", str(MANIFEST), "--threads", "2"],
+                          "--manifest", str(manifest), "--threads", "2"],
                          stdout=subprocess.PIPE, check=True, text=True, timeout=300).stdout
     node = json.loads(out)
-    py = vigil.load_script("bench-bone").python_pipeline(str(dicom), str(MANIFEST), 2)
+    py = vigil.load_script("bench-bone").python_pipeline(str(dicom), str(manifest), 2)
     names = [c["name"] for c in json.loads(MANIFEST.read_text())["classes"]]
     assert node["status"] == "done", node
     assert node["timings"]["windows"] == py["windows"]
