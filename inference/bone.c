@@ -7,7 +7,10 @@
  * index crop_voxels / 2, as scripts/lesion_classifier.py crops in
  * training; with the manifest's candidate_channel, a second channel holds
  * the foreground probability on the candidate's own voxels and 0
- * elsewhere, beyond the grid included (lesion_classifier.candidate_crop). */
+ * elsewhere, beyond the grid included (lesion_classifier.candidate_crop);
+ * with its fine_channel_mm, the second channel is a cube of the scanner's
+ * own volume sampled that far apart about the same centre
+ * (lesion_classifier.fine_crop). */
 #include "inference/bone.h"
 
 #include <errno.h>
@@ -26,6 +29,7 @@
 
 typedef struct work {
     const vg_manifest_t *man;
+    const vg_volume_t *vol;     /* the scanner's volume the grid is made of */
     vg_grid_t g;
     size_t n;                   /* voxels */
     uint8_t *region;            /* bone region (dilated threshold) */
@@ -331,6 +335,69 @@ static void fill_candidate(const work_t *w, const int32_t *labels, int id, const
     }
 }
 
+/* Where fine sample K of M lies along one axis of the volume: the lower
+ * of its two neighbours I0, the upper I1 and the weight F of I1, clamped
+ * to the N samples there are; returns 1 when it lies outside them. The
+ * cube is centred where the crop of C grid voxels from O is (between its
+ * voxels C/2 - 1 and C/2), samples FINE mm apart on a grid of STEP mm,
+ * whose first voxel is the volume's (lesion_classifier.fine_crop, in the
+ * same double arithmetic). */
+static int fine_axis(int o, int C, int k, int m, double fine, double step, double spacing, int n,
+                     int *i0, int *i1, float *f)
+{
+    double x = (o + C / 2.0 - 0.5 + (k - (m - 1) / 2.0) * (fine / step)) * step / spacing;
+    int out = x < 0 || x > n - 1;
+    x = x < 0 ? 0 : x > n - 1 ? n - 1 : x;
+    int i = (int)floor(x);
+    *i0 = i < (n > 1 ? n - 2 : 0) ? i : (n > 1 ? n - 2 : 0);
+    *i1 = *i0 + 1 < n ? *i0 + 1 : n - 1;
+    *f = (float)(x - *i0);
+    return out;
+}
+
+/* The fine channel of the crop of C voxels from O (x, y, z) into DST
+ * (C^3): trilinear samples of the scanner's volume, along x, then y, then
+ * z, as the grid is resampled; beyond the first and last slice the
+ * nearest one, outside the rows and columns air, as fill_window fills. */
+static void fill_fine(const work_t *w, const int o[3], int C, float *dst)
+{
+    enum { MAXC = 128 };
+    const vg_volume_t *v = w->vol;
+    const int n[3] = {v->nx, v->ny, v->nz};
+    int i0[3][MAXC], i1[3][MAXC], out[3][MAXC];
+    float f[3][MAXC];
+    for (int a = 0; a < 3; a++)
+        for (int k = 0; k < C; k++)
+            out[a][k] = fine_axis(o[a], C, k, C, w->man->fine_channel_mm, w->g.spacing,
+                                  v->spacing[a], n[a], &i0[a][k], &i1[a][k], &f[a][k]);
+    size_t plane = (size_t)v->nx * v->ny;
+    for (int z = 0; z < C; z++)
+        for (int y = 0; y < C; y++) {
+            float *row = dst + ((size_t)z * C + y) * C;
+            if (out[1][y]) {
+                for (int x = 0; x < C; x++)
+                    row[x] = -1024.0f;
+                continue;
+            }
+            const float *p00 = v->hu + i0[2][z] * plane + (size_t)i0[1][y] * v->nx;
+            const float *p01 = v->hu + i0[2][z] * plane + (size_t)i1[1][y] * v->nx;
+            const float *p10 = v->hu + i1[2][z] * plane + (size_t)i0[1][y] * v->nx;
+            const float *p11 = v->hu + i1[2][z] * plane + (size_t)i1[1][y] * v->nx;
+            for (int x = 0; x < C; x++) {
+                if (out[0][x]) {
+                    row[x] = -1024.0f;
+                    continue;
+                }
+                int a = i0[0][x], b = i1[0][x];
+                float fx = f[0][x], fy = f[1][y], fz = f[2][z];
+                float r00 = p00[a] + fx * (p00[b] - p00[a]), r01 = p01[a] + fx * (p01[b] - p01[a]);
+                float r10 = p10[a] + fx * (p10[b] - p10[a]), r11 = p11[a] + fx * (p11[b] - p11[a]);
+                float s0 = r00 + fy * (r01 - r00), s1 = r10 + fy * (r11 - r10);
+                row[x] = s0 + fz * (s1 - s0);
+            }
+        }
+}
+
 /* Runs CLS on the crop around each of the N candidates IDS (components
  * of LABELS), CLS_BATCH crops per forward, into PROBS (N x (K + 1), the
  * caller's). A batch of one is sent twice over: libtorch 1.13 runs a
@@ -339,7 +406,8 @@ static void fill_candidate(const work_t *w, const int32_t *labels, int id, const
 static int classify(vg_model_t *cls, const work_t *w, const int32_t *labels, const comp_t *comps,
                     const int *ids, int n, float *probs, char *err, size_t len)
 {
-    int C = w->man->crop_voxels, K1 = w->k + 1, ch = 1 + w->man->candidate_channel, rc = 0;
+    int C = w->man->crop_voxels, K1 = w->k + 1, rc = 0;
+    int ch = 1 + (w->man->candidate_channel || w->man->fine_channel_mm > 0);
     size_t vol = (size_t)C * C * C;
     float *in = malloc(sizeof(float) * CLS_BATCH * ch * vol);
     if (!in)
@@ -354,8 +422,10 @@ static int classify(vg_model_t *cls, const work_t *w, const int32_t *labels, con
                 o[a] = (int)floor(c->sum_pos[a] / (double)c->count + 0.5) - C / 2;
             float *dst = in + (size_t)j * ch * vol;
             fill_window(w, o[0], o[1], o[2], C, dst);
-            if (ch > 1)
+            if (w->man->candidate_channel)
                 fill_candidate(w, labels, id, o, C, dst + vol);
+            else if (w->man->fine_channel_mm > 0)
+                fill_fine(w, o, C, dst + vol);
         }
         vg_tensor_t t = {in, {sent, ch, C, C, C}, 5}, out[2];
         int n_out = 0;
@@ -629,7 +699,7 @@ int vg_bone_analyse(vg_model_t *model, vg_model_t *classifier, const vg_manifest
                     char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
-    work_t w = {.man = man, .k = man->n_classes};
+    work_t w = {.man = man, .vol = vol, .k = man->n_classes};
     double t0 = seconds();
     int rc = vg_grid_resample(vol, man->spacing_mm, &w.g);
     if (rc == 0) {

@@ -161,6 +161,14 @@ static int read_classifier(const cJSON *root, vg_manifest_t *m, char *file, size
         return VG_EINVAL_CFG;
     }
     m->candidate_channel = cJSON_IsTrue(cc);
+    m->fine_channel_mm = 0;
+    if (cJSON_GetObjectItemCaseSensitive(c, "fine_channel_mm") &&
+        (get_num(c, "fine_channel_mm", &m->fine_channel_mm) < 0 || m->fine_channel_mm < 0.1 ||
+         m->fine_channel_mm > 10 || m->candidate_channel)) {
+        snprintf(err, errlen, "classifier: fine_channel_mm must be a number 0.1..10, and"
+                              " not beside candidate_channel");
+        return VG_EINVAL_CFG;
+    }
     if (get_num(c, "operating_threshold", &op) == 0)
         m->operating_threshold = op;
     if (get_num(c, "min_volume_mm3", &op) == 0)

@@ -76,6 +76,8 @@ typedef struct vg_manifest {
     int crop_voxels;            /* edge of the HU cube around a candidate */
     int candidate_channel;      /* 1: the crop's second channel is the
                                    candidate's foreground, 0 elsewhere */
+    double fine_channel_mm;     /* > 0: the second channel is a cube of the
+                                   scanner's volume sampled this far apart */
     double min_lesion_probability; /* candidates below it are dropped */
     /* Breast risk ("breast_risk"): sizes are rows, columns. */
     int mg_size[2];             /* each mammogram's input size */

@@ -282,6 +282,7 @@ def load_classifier(manifest_path):
     post = man["postprocess"]
     return {"model": torch.jit.load(path), "crop_voxels": int(c["crop_voxels"]),
             "candidate_channel": bool(c.get("candidate_channel", False)),
+            "fine_channel_mm": float(c.get("fine_channel_mm", 0.0)),
             "min_lesion_probability": float(c["min_lesion_probability"]),
             "lesion_threshold": float(c.get("lesion_threshold", post["lesion_threshold"])),
             "min_volume_mm3": float(c.get("min_volume_mm3", post["min_volume_mm3"])),
@@ -331,14 +332,17 @@ def endplate_pairs(comps, hu, spacing, both_endplates):
 
 def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metastatic,
                  classifier=None, crop_voxels=32, min_lesion_probability=0.5, stats=None,
-                 both_endplates=(), candidate_channel=False):
+                 both_endplates=(), candidate_channel=False, fine_channel_mm=0.0,
+                 native=None):
     """Lesions as the node finds them: list of dicts (type index 1..K,
     probability, voxel count, centroid voxel, mask indices) and the patient
     score (noisy-OR of probability x metastatic share). With CLASSIFIER
     (the second stage, lesion_classifier.py) each component of at least
     min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
     centroid (with CANDIDATE_CHANNEL, and the component's foreground:
-    lesion_classifier.candidate_crop); it is kept when its lesion probability reaches
+    lesion_classifier.candidate_crop; with FINE_CHANNEL_MM, and a cube of
+    NATIVE, (the scanner's volume, its spacing), sampled that far apart:
+    lesion_classifier.fine_crop); it is kept when its lesion probability reaches
     MIN_LESION_PROBABILITY, and the classifier gives its type and
     probability ("classifier" in lesion_call), as inference/bone.c does;
     the two bands of a lesion of a BOTH_ENDPLATES class (endplate_pairs)
@@ -353,8 +357,10 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     if classifier is not None:
         import lesion_classifier as lc
         channel = [(c["mask"], fg[c["mask"]]) for c in comps] if candidate_channel else None
+        fine = (native[0], native[1], spacing, fine_channel_mm) if fine_channel_mm > 0 \
+            else None
         p = lc.classify(classifier, hu, [c["centroid"] for c in comps], crop_voxels,
-                        candidates=channel)
+                        candidates=channel, fine=fine)
         for c, q in zip(comps, p):
             c["cls_p"] = q.tolist()
         comps = [c for c in comps if 1.0 - c["cls_p"][0] >= min_lesion_probability]

@@ -26,6 +26,16 @@ elsewhere (candidate_crop; the manifest's "candidate_channel" tells the
 node to send it). Trained from model 0.6.0's network, it did no better
 (scripts/train-bone-classifier's docstring has the figures).
 
+With fine_channel the second channel is a cube of the same number of
+samples, FINE_MM (0.75 mm) apart, of the scanner's own volume (0.6-0.9 mm
+pixels; slices as thin as 0.625 mm) about the same centre (fine_crop; the
+manifest's "fine_channel_mm" tells the node to send it): half the field
+at twice the resolution, for the lesions of 8 mm or less, 3-5 voxels
+across on the 1.5 mm grid. A branch of its own reads it (three
+convolutions at 32^3, 16^3 and 8^3), and its centre and mean features join
+the head's. Trained from model 0.6.0's network on the segmentation's
+candidates, it did no better either.
+
 Shape: a full-resolution stem (small lesions are 3-16 voxels), three
 poolings to 4^3, then features of the centre (at 16^3, 8^3 and 4^3: 6, 12
 and 24 mm) together with global mean and max, so the head knows what is
@@ -56,6 +66,10 @@ AIR = -1024.0
 # small. Multiples of 16 run faster on the CPU than 12-24-48.
 CHANNELS = (16, 32, 48, 64)
 HIDDEN = 64
+# The fine branch (fine_channel): channels at 32^3, 16^3 and 8^3 of its
+# 0.75 mm crop; it adds about half the cost of a forward.
+FINE_CHANNELS = (8, 24, 32)
+FINE_MM = 0.75
 
 
 def conv_bn(cin, cout):
@@ -68,57 +82,83 @@ class LesionClassifier(nn.Module):
     CANDIDATE_CHANNEL [B, 2, C, C, C] HU and the candidate's foreground,
     -> [B, K+1] probabilities, class 0 = not a lesion."""
 
-    __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale"]
+    __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale",
+                     "fine_channel"]
 
     def __init__(self, n_classes: int = 8, ch=CHANNELS, hidden: int = HIDDEN,
-                 dropout: float = 0.2, candidate_channel: bool = False):
+                 dropout: float = 0.2, candidate_channel: bool = False,
+                 fine_channel: bool = False):
         super().__init__()
+        assert not (candidate_channel and fine_channel), "one second channel at most"
         self.hu_lo, self.hu_hi = HU_LO, HU_HI
         self.soft_center, self.soft_width = SOFT_CENTER, SOFT_WIDTH
         self.bone_scale = BONE_SCALE
+        self.fine_channel = fine_channel
         c0, c1, c2, c3 = ch
         self.stem = conv_bn(3 if candidate_channel else 2, c0)
         self.b1 = nn.Sequential(conv_bn(c0, c1), conv_bn(c1, c1))
         self.b2 = conv_bn(c1, c2)
         self.b3 = conv_bn(c2, c3)
+        features = c1 + c2 + 3 * c3
+        if fine_channel:
+            f0, f1, f2 = FINE_CHANNELS
+            self.fine0 = conv_bn(2, f0)
+            self.fine1 = conv_bn(f0, f1)
+            self.fine2 = conv_bn(f1, f2)
+            features += f1 + 2 * f2
         self.drop = nn.Dropout(dropout)
-        self.fc1 = nn.Linear(c1 + c2 + 3 * c3, hidden)
+        self.fc1 = nn.Linear(features, hidden)
         self.fc2 = nn.Linear(hidden, n_classes + 1)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        hu = x[:, :1].clamp(self.hu_lo, self.hu_hi)
+    def windows(self, hu: torch.Tensor) -> torch.Tensor:
+        """The soft-tissue and bone windows of HU [B, 1, ...] (raw HU)."""
+        hu = hu.clamp(self.hu_lo, self.hu_hi)
         soft = ((hu - self.soft_center) / self.soft_width).clamp(-1.5, 1.5)
-        bone = hu / self.bone_scale
-        h = self.stem(torch.cat([soft, bone, x[:, 1:]], dim=1))
+        return torch.cat([soft, hu / self.bone_scale], dim=1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fine_channel:
+            h = self.stem(self.windows(x[:, :1]))
+        else:
+            h = self.stem(torch.cat([self.windows(x[:, :1]), x[:, 1:]], dim=1))
         h = self.b1(F.avg_pool3d(h, 2))
         h8 = self.b2(F.avg_pool3d(h, 2))
         h4 = self.b3(F.avg_pool3d(h8, 2))
-        n16, n8, n4 = h.shape[2], h8.shape[2], h4.shape[2]
-        c16 = h[:, :, n16 // 2 - 1:n16 // 2 + 1, n16 // 2 - 1:n16 // 2 + 1,
-                n16 // 2 - 1:n16 // 2 + 1].mean(dim=(2, 3, 4))
-        c8 = h8[:, :, n8 // 2 - 1:n8 // 2 + 1, n8 // 2 - 1:n8 // 2 + 1,
-                n8 // 2 - 1:n8 // 2 + 1].mean(dim=(2, 3, 4))
-        c4 = h4[:, :, n4 // 2 - 1:n4 // 2 + 1, n4 // 2 - 1:n4 // 2 + 1,
-                n4 // 2 - 1:n4 // 2 + 1].mean(dim=(2, 3, 4))
-        g = h4.mean(dim=(2, 3, 4))
-        m = h4.amax(dim=(2, 3, 4))
-        f = torch.cat([c16, c8, c4, g, m], dim=1)
+        f = torch.cat([centre(h), centre(h8), centre(h4), h4.mean(dim=(2, 3, 4)),
+                       h4.amax(dim=(2, 3, 4))], dim=1)
+        if self.fine_channel:
+            g = self.fine0(self.windows(x[:, 1:2]))
+            g16 = self.fine1(F.avg_pool3d(g, 2))
+            g8 = self.fine2(F.avg_pool3d(g16, 2))
+            f = torch.cat([f, centre(g16), centre(g8), g8.mean(dim=(2, 3, 4))], dim=1)
         return self.fc2(self.drop(F.relu(self.fc1(f))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=1)
 
 
+def centre(h: torch.Tensor) -> torch.Tensor:
+    """The mean of the central 2^3 voxels of feature maps H [B, C, n, n, n]."""
+    n = h.shape[2]
+    return h[:, :, n // 2 - 1:n // 2 + 1, n // 2 - 1:n // 2 + 1,
+             n // 2 - 1:n // 2 + 1].mean(dim=(2, 3, 4))
+
+
 def widen(model, state):
-    """Loads STATE, the weights of a classifier without the candidate
-    channel, into MODEL, one with it: the stem's weights for the new
-    channel start at zero, so MODEL starts out answering as that
-    classifier did, whatever the channel holds."""
+    """Loads STATE, the weights of a classifier with HU alone, into MODEL,
+    one with a second channel: the stem's weights for the candidate
+    channel, or the head's weights for the fine branch's features (whose
+    own weights are left as initialised), start at zero, so MODEL starts
+    out answering as that classifier did, whatever the channel holds."""
     state = dict(state)
-    w = state["stem.0.weight"]
-    extra = model.stem[0].weight.shape[1] - w.shape[1]
-    if extra > 0:
-        state["stem.0.weight"] = torch.cat([w, w.new_zeros((w.shape[0], extra) + w.shape[2:])], 1)
+    for name, axis_len in (("stem.0.weight", model.stem[0].weight.shape[1]),
+                           ("fc1.weight", model.fc1.weight.shape[1])):
+        w = state[name]
+        extra = axis_len - w.shape[1]
+        if extra > 0:
+            state[name] = torch.cat([w, w.new_zeros((w.shape[0], extra) + w.shape[2:])], 1)
+    if model.fine_channel:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("fine")})
     model.load_state_dict(state)
     return model
 
@@ -163,12 +203,51 @@ def candidate_crop(shape, vox, values, centroid, size=CROP):
     return out
 
 
-def classify(model, hu, centroids, size=CROP, batch=8, candidates=None):
+def fine_crop(native, spacing, step, centroid, size=CROP, fine=FINE_MM):
+    """The fine channel of the crop centred on CENTROID (voxels of the
+    STEP mm analysis grid, z y x): SIZE^3 samples FINE mm apart of NATIVE,
+    the scanner's volume (z y x, SPACING mm along each; the analysis grid
+    starts at its first voxel), centred where crop()'s cube is centred, so
+    that both channels mirror about the same point. Linear along x, then
+    y, then z in float32, as the grid is resampled (bone_model.resample);
+    the nearest slice repeated beyond the first and last, air beyond the
+    rows and columns, as crop() fills (inference/bone.c, fill_fine)."""
+    lo = crop_origin(centroid, size)
+    offsets = (np.arange(size) - (size - 1) / 2.0) * (fine / step)
+    pos, first, outside = [], [], []
+    for axis in range(3):
+        n = native.shape[axis]
+        x = (lo[axis] + size / 2.0 - 0.5 + offsets) * step / spacing[axis]
+        outside.append((x < 0) | (x > n - 1))
+        x = np.clip(x, 0, n - 1)
+        i0 = np.minimum(np.floor(x).astype(np.int64), max(n - 2, 0))
+        pos.append((i0, (x - i0).astype(np.float32), np.minimum(i0 + 1, n - 1)))
+        first.append(int(i0[0]))
+    out = np.asarray(native[tuple(slice(f, int(p[2][-1]) + 1) for f, p in zip(first, pos))],
+                     np.float32)
+    for axis in (2, 1, 0):
+        i0, f, i1 = pos[axis]
+        shape = [1, 1, 1]
+        shape[axis] = size
+        v0 = np.take(out, i0 - first[axis], axis=axis)
+        v1 = np.take(out, i1 - first[axis], axis=axis)
+        out = v0 + f.reshape(shape) * (v1 - v0)
+    for axis in (1, 2):
+        if outside[axis].any():
+            idx = [slice(None)] * 3
+            idx[axis] = outside[axis]
+            out[tuple(idx)] = AIR
+    return out
+
+
+def classify(model, hu, centroids, size=CROP, batch=8, candidates=None, fine=None):
     """Class probabilities [N, K+1] of the candidates centred on CENTROIDS
     (voxel z y x), BATCH crops per forward, as the node runs them. With
     CANDIDATES, a (voxel index tuple, foreground values) pair for each, a
     classifier with the candidate channel gets each crop's HU and its
-    candidate's foreground (candidate_crop)."""
+    candidate's foreground (candidate_crop); with FINE, (scanner volume,
+    its spacing, the grid's step, the fine spacing), one with the fine
+    channel gets the fine crop (fine_crop) as its second."""
     probs = []
     with torch.no_grad():
         for i in range(0, len(centroids), batch):
@@ -177,6 +256,10 @@ def classify(model, hu, centroids, size=CROP, batch=8, candidates=None):
             if candidates is not None:
                 m = np.stack([candidate_crop(hu.shape, v, f, c, size)
                               for (v, f), c in zip(candidates[i:i + batch], cs)])[:, None]
+                x = np.concatenate([x, m], axis=1)
+            if fine is not None:
+                native, spacing, step, mm = fine
+                m = np.stack([fine_crop(native, spacing, step, c, size, mm) for c in cs])[:, None]
                 x = np.concatenate([x, m], axis=1)
             probs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)

@@ -137,43 +137,56 @@ def test_matching_a_region_over_several_lesions_finds_none_of_them():
     assert fps == [3]
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
-def candidate_channel_manifest(tmp_path):
-    """A copy of the committed model whose classifier has the candidate
-    channel: the committed network widened (lesion_classifier.widen), its
-    weights for the channel those of its bone channel, so that what the
-    channel holds changes the answers."""
+def second_channel_manifest(tmp_path, channel):
+    """A copy of the committed model whose classifier has a second
+    CHANNEL ("candidate_channel" or "fine_channel"): the committed network
+    widened (lesion_classifier.widen), with weights that make what the
+    channel holds change the answers (the candidate channel's those of the
+    bone window; the fine branch's head weights random)."""
     import torch
     lc = vigil.load_module("lesion_classifier.py")
     man = json.loads(MANIFEST.read_text())
     committed = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
-    wide = lc.widen(lc.LesionClassifier(candidate_channel=True), committed.model.state_dict())
+    net = committed.model if hasattr(committed, "dims") else committed
+    torch.manual_seed(5)
+    wide = lc.widen(lc.LesionClassifier(**{channel: True}), net.state_dict())
     with torch.no_grad():
-        wide.stem[0].weight[:, 2] = wide.stem[0].weight[:, 1]
+        if channel == "candidate_channel":
+            wide.stem[0].weight[:, 2] = wide.stem[0].weight[:, 1]
+        else:
+            n = net.fc1.weight.shape[1]
+            wide.fc1.weight[:, n:] = torch.randn_like(wide.fc1.weight[:, n:]) * 2.0
     d = tmp_path / "model"
     d.mkdir()
     torch.jit.script(lc.Flips(wide.eval()).eval()).save(str(d / man["classifier"]["model"]))
     (d / man["model"]).symlink_to(MANIFEST.parent / man["model"])
-    man["classifier"]["candidate_channel"] = True
+    man["classifier"].pop("candidate_channel", None)
+    man["classifier"].pop("fine_channel_mm", None)
+    if channel == "candidate_channel":
+        man["classifier"]["candidate_channel"] = True
+    else:
+        man["classifier"]["fine_channel_mm"] = lc.FINE_MM
     (d / "manifest.json").write_text(json.dumps(man))
     return d / "manifest.json"
 
 
-@pytest.mark.parametrize("classifier", ["committed", "candidate_channel"])
+@pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")
+@pytest.mark.parametrize("classifier", ["committed", "candidate_channel", "fine_channel"])
 def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path, classifier):
     """scripts/bench-bone compares the node with the same model in Python;
     that comparison (and training, which resamples the same way) means
     something only if both make the same grid, the same candidates and the
     same findings. vigil-worker --analyse runs a phantom series as a
     worker runs a job; the Python pipeline runs the same files. With a
-    classifier that has the candidate channel, both also give it the same
-    second channel."""
+    classifier that has the candidate channel or the fine channel, both
+    also give it the same second channel."""
     import subprocess
     ph = phantom_module()
     seed, types = CASES[1]
     make_case(ph, seed, types, tmp_path)
     dicom = tmp_path / "dicom"
-    manifest = MANIFEST if classifier == "committed" else candidate_channel_manifest(tmp_path)
+    manifest = MANIFEST if classifier == "committed" else \
+        second_channel_manifest(tmp_path, classifier)
     out = subprocess.run([str(vigil.REPO / "build" / "vigil-worker"), "--analyse", str(dicom),
                           "--manifest", str(manifest), "--threads", "2"],
                          stdout=subprocess.PIPE, check=True, text=True, timeout=300).stdout
@@ -197,30 +210,67 @@ def test_python_side_of_the_benchmark_computes_what_the_node_computes(tmp_path, 
 def classifier_input(rng, n, classifier):
     """N random crops as the node sends them to CLASSIFIER (the manifest's
     "classifier"): HU, and the candidate's foreground where it has the
-    candidate channel."""
+    candidate channel, a second cube of HU where it has the fine channel."""
     import torch
     x = [rng.normal(300, 400, (n, 1, 32, 32, 32))]
     if classifier.get("candidate_channel"):
         x.append(rng.uniform(0.3, 1, (n, 1, 32, 32, 32)) * (rng.random((n, 1, 32, 32, 32)) < 0.05))
+    elif classifier.get("fine_channel") or classifier.get("fine_channel_mm"):
+        x.append(rng.normal(300, 400, (n, 1, 32, 32, 32)))
     return torch.from_numpy(np.concatenate(x, axis=1).astype(np.float32))
 
 
-def test_widened_classifier_starts_as_its_hu_only_network():
-    """A classifier with the candidate channel starts from a trained
-    HU-only one (lesion_classifier.widen): the new channel's weights start
-    at zero, so it answers as that network did, whatever the channel
-    holds, until training teaches it the channel."""
+@pytest.mark.parametrize("channel", ["candidate_channel", "fine_channel"])
+def test_widened_classifier_starts_as_its_hu_only_network(channel):
+    """A classifier with the candidate channel or the fine channel starts
+    from a trained HU-only one (lesion_classifier.widen): the weights that
+    bring in the new channel start at zero, so it answers as that network
+    did, whatever the channel holds, until training teaches it the
+    channel."""
     import torch
     lc = vigil.load_module("lesion_classifier.py")
     torch.manual_seed(4)
     hu_only = lc.LesionClassifier().eval()
-    wide = lc.widen(lc.LesionClassifier(candidate_channel=True), hu_only.state_dict()).eval()
+    wide = lc.widen(lc.LesionClassifier(**{channel: True}), hu_only.state_dict()).eval()
     rng = np.random.default_rng(6)
-    x = classifier_input(rng, 3, {"candidate_channel": True})
+    x = classifier_input(rng, 3, {channel: True})
     with torch.no_grad():
         assert torch.allclose(wide(x), hu_only(x[:, :1]), atol=1e-6)
-        wide.stem[0].weight[:, 2].fill_(1.0)
+        if channel == "candidate_channel":
+            wide.stem[0].weight[:, 2].fill_(1.0)
+        else:
+            wide.fc1.weight[:, hu_only.fc1.weight.shape[1]:].fill_(0.1)
         assert not torch.allclose(wide(x), hu_only(x[:, :1]), atol=1e-5)
+
+
+def test_fine_crop_samples_the_scanner_volume_about_the_crop_centre():
+    """The fine channel is the scanner's volume sampled FINE_MM apart about
+    the centre of the HU crop: on a volume that is linear in millimetres
+    (which trilinear sampling reproduces exactly) each sample holds the
+    value at its own position, for slices and pixels of other sizes than
+    the grid's; beyond the rows and columns it is air, beyond the first
+    and last slice the nearest slice."""
+    lc = vigil.load_module("lesion_classifier.py")
+    spacing, step, size = (2.5, 0.7, 0.8), 1.5, 32   # z, y, x
+    shape = (60, 200, 180)
+
+    def ramp(z, y, x):
+        return 3.0 * z + 2.0 * y + 1.0 * x
+    zz, yy, xx = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)],
+                             indexing="ij")
+    native = ramp(zz, yy, xx).astype(np.float32)
+    top = (shape[0] - 1) * spacing[0]
+    # Inside the volume; then near its first slice and first column.
+    for centroid in ([30.2, 40.6, 35.4], [40.0, 80.49, 60.5], [1.0, 40.0, 1.0]):
+        crop_centre = np.array(lc.crop_origin(centroid, size)) + size / 2 - 0.5
+        z, y, x = [(crop_centre[a] + (np.arange(size) - (size - 1) / 2) * lc.FINE_MM / step)
+                   * step for a in range(3)]
+        want = ramp(*np.meshgrid(np.clip(z, 0, top), y, x, indexing="ij"))
+        want[:, :, x < 0] = lc.AIR
+        got = lc.fine_crop(native, spacing, step, centroid, size)
+        assert got.shape == (size,) * 3
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.05)
+    assert (x < 0).any() and (z < 0).any()
 
 
 @pytest.mark.skipif(not MANIFEST.exists(), reason="no committed bone model")

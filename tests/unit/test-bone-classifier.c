@@ -47,11 +47,13 @@ static int run_python(const char *body)
 
 /* seg.pt, cls.pt (the centre-HU classifier), chan.pt (a classifier whose
  * lesion probability is the sum of its candidate channel / 100, where
- * the centre is dense) and bad.pt (a classifier of the wrong output
- * shape) in the test's directory. */
+ * the centre is dense), fine.pt (one whose lesion probability is the
+ * count of its second channel's samples above 700 HU / 100, where the
+ * centre is dense) and bad.pt (a classifier of the wrong output shape)
+ * in the test's directory. */
 static int make_models(void)
 {
-    char body[3000];
+    char body[4000];
     snprintf(
         body, sizeof body,
         "import torch\n"
@@ -72,6 +74,12 @@ static int make_models(void)
         "        c = x.shape[2] // 2\n"
         "        a = x[:, 1].sum(dim=(1, 2, 3)) / 100 * (x[:, 0, c, c, c] > 900).float()\n"
         "        return torch.stack([1 - a, a, torch.zeros_like(a)], dim=1)\n"
+        "class Fine(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        c = x.shape[2] // 2\n"
+        "        a = (x[:, 1] > 700).float().sum(dim=(1, 2, 3)) / 100\n"
+        "        a = a * (x[:, 0, c, c, c] > 900).float()\n"
+        "        return torch.stack([1 - a, a, torch.zeros_like(a)], dim=1)\n"
         "class Bad(torch.nn.Module):\n"
         "    def forward(self, x):\n"
         "        return x[:, 0, 0, 0, :2]\n"
@@ -79,6 +87,7 @@ static int make_models(void)
         "torch.jit.script(Seg()).save(d + '/seg.pt')\n"
         "torch.jit.script(Cls()).save(d + '/cls.pt')\n"
         "torch.jit.script(Chan()).save(d + '/chan.pt')\n"
+        "torch.jit.script(Fine()).save(d + '/fine.pt')\n"
         "torch.jit.script(Bad()).save(d + '/bad.pt')\n",
         test_tmpdir());
     return run_python(body);
@@ -240,6 +249,23 @@ TEST_IMPL(bone_classifier_drops_and_retypes)
     return 0;
 }
 
+/* Analyses the ten cubes with the classifier CLS (the manifest's JSON):
+ * every cube is a finding of lesion probability P. */
+static int expect_every_cube(const char *cls, double p)
+{
+    char path[512], err[512];
+    ASSERT_EQ(write_manifest(cls, path, sizeof path), 0);
+    vg_result_t r;
+    ASSERT_EQ(analyse(path, 1, NCUBES, &r, err, sizeof err), 0);
+    ASSERT_EQ(r.n_findings, NCUBES);
+    for (int i = 0; i < r.n_findings; i++) {
+        ASSERT(cube_of(&r.findings[i]) >= 0);
+        ASSERT_DBL_NEAR(r.findings[i].probability, p, 1e-5);
+    }
+    vg_result_clear(&r);
+    return 0;
+}
+
 /* With candidate_channel the classifier's second channel holds the
  * candidate's own foreground (27 voxels at 0.95), not that of the cubes
  * beside it in the crop (8 voxels apart, so within a 16-voxel crop), nor
@@ -250,18 +276,11 @@ TEST_IMPL(bone_classifier_sees_its_candidate)
     if (no_torch())
         return 0;
     ASSERT_EQ(make_models(), 0);
-    ASSERT_EQ(write_manifest("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
-                             " \"candidate_channel\": true, \"min_lesion_probability\": 0.1}",
-                             path, sizeof path),
+    ASSERT_EQ(expect_every_cube("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
+                                " \"candidate_channel\": true, \"min_lesion_probability\": 0.1}",
+                                27 * 0.95 / 100),
               0);
     vg_result_t r;
-    ASSERT_EQ(analyse(path, 1, NCUBES, &r, err, sizeof err), 0);
-    ASSERT_EQ(r.n_findings, NCUBES);
-    for (int i = 0; i < r.n_findings; i++) {
-        ASSERT(cube_of(&r.findings[i]) >= 0);
-        ASSERT_DBL_NEAR(r.findings[i].probability, 27 * 0.95 / 100, 1e-5);
-    }
-    vg_result_clear(&r);
     /* Without the flag the crop has one channel, which this model cannot
      * take: the analysis fails with the runtime's message. */
     ASSERT_EQ(write_manifest("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
@@ -279,6 +298,44 @@ TEST_IMPL(bone_classifier_sees_its_candidate)
     vg_manifest_t man;
     ASSERT_EQ(vg_manifest_load(path, &man, err, sizeof err), VG_EINVAL_CFG);
     ASSERT(strstr(err, "candidate_channel") != NULL);
+    return 0;
+}
+
+/* With fine_channel_mm the second channel samples the scanner's volume
+ * (here 1.5 mm, as the grid) 0.75 mm apart about the crop's centre: a
+ * 3-voxel cube of 800 HU and more then fills 4 samples along each axis
+ * with more than 700 HU, 64 in all, for every cube, those at the
+ * volume's edge included (air beyond it); at 1.5 mm there would be 27,
+ * and the 24 mm cube would reach the cubes beside it. */
+TEST_IMPL(bone_classifier_sees_the_scanner_volume)
+{
+    char path[512], err[512];
+    if (no_torch())
+        return 0;
+    ASSERT_EQ(make_models(), 0);
+    ASSERT_EQ(expect_every_cube("{\"model\": \"fine.pt\", \"crop_voxels\": 16,"
+                                " \"fine_channel_mm\": 0.75, \"min_lesion_probability\": 0.1}",
+                                0.64),
+              0);
+    /* A spacing that is not a number or out of range, or beside the
+     * candidate channel, is a manifest error. */
+    static const char *bad[] = {
+        "\"fine_channel_mm\": \"0.75\"",
+        "\"fine_channel_mm\": 0",
+        "\"fine_channel_mm\": 20",
+        "\"fine_channel_mm\": 0.75, \"candidate_channel\": true",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cls[256];
+        snprintf(cls, sizeof cls,
+                 "{\"model\": \"fine.pt\", \"crop_voxels\": 16, %s,"
+                 " \"min_lesion_probability\": 0.1}",
+                 bad[i]);
+        ASSERT_EQ(write_manifest(cls, path, sizeof path), 0);
+        vg_manifest_t man;
+        ASSERT_EQ(vg_manifest_load(path, &man, err, sizeof err), VG_EINVAL_CFG);
+        ASSERT_STR_CONTAINS(err, "fine_channel_mm");
+    }
     return 0;
 }
 
