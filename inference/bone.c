@@ -361,7 +361,7 @@ static int fine_axis(int o, int C, int k, int m, double fine, double step, doubl
  * nearest one, outside the rows and columns air, as fill_window fills. */
 static void fill_fine(const work_t *w, const int o[3], int C, float *dst)
 {
-    enum { MAXC = 128 };
+    enum { MAXC = 128 }; /* crop_voxels' bound (manifest.c) */
     const vg_volume_t *v = w->vol;
     const int n[3] = {v->nx, v->ny, v->nz};
     int i0[3][MAXC], i1[3][MAXC], out[3][MAXC];

@@ -265,6 +265,19 @@ def lesion_call(comp, typing, metastatic):
     return int(np.argmax(dist)) + 1, float(prob), share
 
 
+def fine_channel_mm(classifier):
+    """The fine channel's spacing the manifest's CLASSIFIER gives (0 for
+    none), checked as the node checks it (inference/manifest.c)."""
+    if "fine_channel_mm" not in classifier:
+        return 0.0
+    mm = classifier["fine_channel_mm"]
+    if not isinstance(mm, (int, float)) or isinstance(mm, bool) or not 0.1 <= mm <= 10 \
+            or classifier.get("candidate_channel"):
+        raise ValueError("classifier: fine_channel_mm must be a number 0.1..10, and not "
+                         "beside candidate_channel")
+    return float(mm)
+
+
 def load_classifier(manifest_path):
     """The second stage the manifest at MANIFEST_PATH names, as the node
     reads it: a dict of model (TorchScript), crop_voxels,
@@ -282,7 +295,7 @@ def load_classifier(manifest_path):
     post = man["postprocess"]
     return {"model": torch.jit.load(path), "crop_voxels": int(c["crop_voxels"]),
             "candidate_channel": bool(c.get("candidate_channel", False)),
-            "fine_channel_mm": float(c.get("fine_channel_mm", 0.0)),
+            "fine_channel_mm": fine_channel_mm(c),
             "min_lesion_probability": float(c["min_lesion_probability"]),
             "lesion_threshold": float(c.get("lesion_threshold", post["lesion_threshold"])),
             "min_volume_mm3": float(c.get("min_volume_mm3", post["min_volume_mm3"])),
@@ -341,7 +354,7 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     min_volume_mm3 is classified on a CROP_VOXELS cube of HU around its
     centroid (with CANDIDATE_CHANNEL, and the component's foreground:
     lesion_classifier.candidate_crop; with FINE_CHANNEL_MM, and a cube of
-    NATIVE, (the scanner's volume, its spacing), sampled that far apart:
+    NATIVE (the scanner's volume, its spacing) sampled that far apart:
     lesion_classifier.fine_crop); it is kept when its lesion probability reaches
     MIN_LESION_PROBABILITY, and the classifier gives its type and
     probability ("classifier" in lesion_call), as inference/bone.c does;

@@ -80,6 +80,7 @@ def conv_bn(cin, cout):
 class LesionClassifier(nn.Module):
     """[B, 1, C, C, C] HU (C a multiple of 8, at least 16), or with
     CANDIDATE_CHANNEL [B, 2, C, C, C] HU and the candidate's foreground,
+    or with FINE_CHANNEL [B, 2, C, C, C] HU and the fine crop (fine_crop)
     -> [B, K+1] probabilities, class 0 = not a lesion."""
 
     __constants__ = ["hu_lo", "hu_hi", "soft_center", "soft_width", "bone_scale",
@@ -157,8 +158,9 @@ def widen(model, state):
         extra = axis_len - w.shape[1]
         if extra > 0:
             state[name] = torch.cat([w, w.new_zeros((w.shape[0], extra) + w.shape[2:])], 1)
-    if model.fine_channel:
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith("fine")})
+    if model.fine_channel:  # a branch STATE lacks starts as initialised
+        state.update({k: v for k, v in model.state_dict().items()
+                      if k.startswith("fine") and k not in state})
     model.load_state_dict(state)
     return model
 
@@ -268,8 +270,9 @@ def classify(model, hu, centroids, size=CROP, batch=8, candidates=None, fine=Non
 class Flips(nn.Module):
     """The mean of MODEL's class probabilities on a crop and on its
     left-right and head-feet mirror images, the flips training augments
-    with ([B, 1, C, C, C] HU -> [B, K+1], as one LesionClassifier, so the
-    node loads it as one). The crop is mirrored about its centre, where
+    with ([B, channels, C, C, C] -> [B, K+1], as one LesionClassifier, so
+    the node loads it as one; every channel is mirrored, the fine crop
+    about the same point). The crop is mirrored about its centre, where
     the classifier reads its centre features, so each view answers for the
     same candidate. Three forwards per crop: the three views stacked in
     one batch of 3B gave the same answers, but the node's classifier step

@@ -241,6 +241,24 @@ def test_widened_classifier_starts_as_its_hu_only_network(channel):
         else:
             wide.fc1.weight[:, hu_only.fc1.weight.shape[1]:].fill_(0.1)
         assert not torch.allclose(wide(x), hu_only(x[:, :1]), atol=1e-5)
+        # Started from a classifier that already has the channel, it keeps
+        # what that one learnt.
+        again = lc.widen(lc.LesionClassifier(**{channel: True}), wide.state_dict()).eval()
+        assert torch.allclose(again(x), wide(x), atol=1e-6)
+
+
+def test_fine_channel_setting_is_checked_as_the_node_checks_it():
+    """bone_model reads the manifest's fine_channel_mm as
+    inference/manifest.c does: absent is none; not a number, out of
+    0.1..10 or beside the candidate channel is an error."""
+    bm = vigil.load_module("bone_model.py")
+    assert bm.fine_channel_mm({}) == 0.0
+    assert bm.fine_channel_mm({"fine_channel_mm": 0.75}) == 0.75
+    for bad in ({"fine_channel_mm": "0.75"}, {"fine_channel_mm": 0}, {"fine_channel_mm": 20},
+                {"fine_channel_mm": True},
+                {"fine_channel_mm": 0.75, "candidate_channel": True}):
+        with pytest.raises(ValueError, match="fine_channel_mm"):
+            bm.fine_channel_mm(bad)
 
 
 def test_fine_crop_samples_the_scanner_volume_about_the_crop_centre():
@@ -286,7 +304,8 @@ def test_classifier_ensemble_is_the_mean_of_its_members(tmp_path):
     committed = torch.jit.load(str(MANIFEST.parent / man["classifier"]["model"]))
     torch.manual_seed(3)
     other = torch.jit.script(lc.LesionClassifier(
-        candidate_channel=bool(man["classifier"].get("candidate_channel"))).eval())
+        candidate_channel=bool(man["classifier"].get("candidate_channel")),
+        fine_channel=bool(man["classifier"].get("fine_channel_mm"))).eval())
     path = tmp_path / "ensemble.pt"
     torch.jit.script(lc.Ensemble([committed, other])).save(str(path))
     model = torch.jit.load(str(path))

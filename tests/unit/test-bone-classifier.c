@@ -48,8 +48,8 @@ static int run_python(const char *body)
 /* seg.pt, cls.pt (the centre-HU classifier), chan.pt (a classifier whose
  * lesion probability is the sum of its candidate channel / 100, where
  * the centre is dense), fine.pt (one whose lesion probability is the
- * count of its second channel's samples above 700 HU / 100, where the
- * centre is dense) and bad.pt (a classifier of the wrong output shape)
+ * count of its second channel's samples above 700 HU / 100, plus those
+ * below -500 / 100000, where the centre is dense) and bad.pt (a classifier of the wrong output shape)
  * in the test's directory. */
 static int make_models(void)
 {
@@ -78,6 +78,7 @@ static int make_models(void)
         "    def forward(self, x):\n"
         "        c = x.shape[2] // 2\n"
         "        a = (x[:, 1] > 700).float().sum(dim=(1, 2, 3)) / 100\n"
+        "        a = a + (x[:, 1] < -500).float().sum(dim=(1, 2, 3)) / 100000\n"
         "        a = a * (x[:, 0, c, c, c] > 900).float()\n"
         "        return torch.stack([1 - a, a, torch.zeros_like(a)], dim=1)\n"
         "class Bad(torch.nn.Module):\n"
@@ -250,8 +251,9 @@ TEST_IMPL(bone_classifier_drops_and_retypes)
 }
 
 /* Analyses the ten cubes with the classifier CLS (the manifest's JSON):
- * every cube is a finding of lesion probability P. */
-static int expect_every_cube(const char *cls, double p)
+ * every cube is a finding of lesion probability P, those at x = 4 (next
+ * to the volume's first column) of P_EDGE. */
+static int expect_every_cube(const char *cls, double p, double p_edge)
 {
     char path[512], err[512];
     ASSERT_EQ(write_manifest(cls, path, sizeof path), 0);
@@ -259,8 +261,9 @@ static int expect_every_cube(const char *cls, double p)
     ASSERT_EQ(analyse(path, 1, NCUBES, &r, err, sizeof err), 0);
     ASSERT_EQ(r.n_findings, NCUBES);
     for (int i = 0; i < r.n_findings; i++) {
-        ASSERT(cube_of(&r.findings[i]) >= 0);
-        ASSERT_DBL_NEAR(r.findings[i].probability, p, 1e-5);
+        int c = cube_of(&r.findings[i]);
+        ASSERT(c >= 0);
+        ASSERT_DBL_NEAR(r.findings[i].probability, cube_x[c % 5] == 4 ? p_edge : p, 1e-6);
     }
     vg_result_clear(&r);
     return 0;
@@ -278,7 +281,7 @@ TEST_IMPL(bone_classifier_sees_its_candidate)
     ASSERT_EQ(make_models(), 0);
     ASSERT_EQ(expect_every_cube("{\"model\": \"chan.pt\", \"crop_voxels\": 16,"
                                 " \"candidate_channel\": true, \"min_lesion_probability\": 0.1}",
-                                27 * 0.95 / 100),
+                                27 * 0.95 / 100, 27 * 0.95 / 100),
               0);
     vg_result_t r;
     /* Without the flag the crop has one channel, which this model cannot
@@ -304,9 +307,10 @@ TEST_IMPL(bone_classifier_sees_its_candidate)
 /* With fine_channel_mm the second channel samples the scanner's volume
  * (here 1.5 mm, as the grid) 0.75 mm apart about the crop's centre: a
  * 3-voxel cube of 800 HU and more then fills 4 samples along each axis
- * with more than 700 HU, 64 in all, for every cube, those at the
- * volume's edge included (air beyond it); at 1.5 mm there would be 27,
- * and the 24 mm cube would reach the cubes beside it. */
+ * with more than 700 HU, 64 in all, for every cube (at 1.5 mm there
+ * would be 27, and the 24 mm cube would reach the cubes beside it). For
+ * the cubes at x = 4 the first plane of 16 x 16 samples lies before the
+ * first column, and is air (not the water beside it). */
 TEST_IMPL(bone_classifier_sees_the_scanner_volume)
 {
     char path[512], err[512];
@@ -315,7 +319,7 @@ TEST_IMPL(bone_classifier_sees_the_scanner_volume)
     ASSERT_EQ(make_models(), 0);
     ASSERT_EQ(expect_every_cube("{\"model\": \"fine.pt\", \"crop_voxels\": 16,"
                                 " \"fine_channel_mm\": 0.75, \"min_lesion_probability\": 0.1}",
-                                0.64),
+                                0.64, 0.64 + 256 / 100000.0),
               0);
     /* A spacing that is not a number or out of range, or beside the
      * candidate channel, is a manifest error. */
