@@ -369,11 +369,17 @@ def find_lesions(fg, cls, hu, region, spacing, threshold, min_volume_mm3, metast
     typing = "segmentation"
     if classifier is not None:
         import lesion_classifier as lc
-        channel = [(c["mask"], fg[c["mask"]]) for c in comps] if candidate_channel else None
-        fine = (native[0], native[1], spacing, fine_channel_mm) if fine_channel_mm > 0 \
-            else None
+        second = None
+        if candidate_channel:
+            def second(i, centre):
+                return lc.candidate_crop(hu.shape, comps[i]["mask"], fg[comps[i]["mask"]],
+                                         centre, crop_voxels)
+        elif fine_channel_mm > 0:
+            def second(i, centre):
+                return lc.fine_crop(native[0], native[1], spacing, centre, crop_voxels,
+                                    fine_channel_mm)
         p = lc.classify(classifier, hu, [c["centroid"] for c in comps], crop_voxels,
-                        candidates=channel, fine=fine)
+                        second=second)
         for c, q in zip(comps, p):
             c["cls_p"] = q.tolist()
         comps = [c for c in comps if 1.0 - c["cls_p"][0] >= min_lesion_probability]

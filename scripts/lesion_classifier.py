@@ -242,27 +242,21 @@ def fine_crop(native, spacing, step, centroid, size=CROP, fine=FINE_MM):
     return out
 
 
-def classify(model, hu, centroids, size=CROP, batch=8, candidates=None, fine=None):
+def classify(model, hu, centroids, size=CROP, batch=8, second=None):
     """Class probabilities [N, K+1] of the candidates centred on CENTROIDS
     (voxel z y x), BATCH crops per forward, as the node runs them. With
-    CANDIDATES, a (voxel index tuple, foreground values) pair for each, a
-    classifier with the candidate channel gets each crop's HU and its
-    candidate's foreground (candidate_crop); with FINE, (scanner volume,
-    its spacing, the grid's step, the fine spacing), one with the fine
-    channel gets the fine crop (fine_crop) as its second."""
+    SECOND, a function of (candidate index, centroid) giving its second
+    channel (SIZE^3: candidate_crop for a classifier with the candidate
+    channel, fine_crop for one with the fine channel), each crop has it
+    beside its HU."""
     probs = []
     with torch.no_grad():
         for i in range(0, len(centroids), batch):
             cs = centroids[i:i + batch]
             x = np.stack([crop(hu, c, size) for c in cs])[:, None]
-            if candidates is not None:
-                m = np.stack([candidate_crop(hu.shape, v, f, c, size)
-                              for (v, f), c in zip(candidates[i:i + batch], cs)])[:, None]
-                x = np.concatenate([x, m], axis=1)
-            if fine is not None:
-                native, spacing, step, mm = fine
-                m = np.stack([fine_crop(native, spacing, step, c, size, mm) for c in cs])[:, None]
-                x = np.concatenate([x, m], axis=1)
+            if second is not None:
+                m = np.stack([second(i + j, c) for j, c in enumerate(cs)])[:, None]
+                x = np.concatenate([x, m.astype(np.float32)], axis=1)
             probs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
 
